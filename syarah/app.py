@@ -1,0 +1,42 @@
+"""The Tornado application: one URL table for Socket.IO, REST and uploads."""
+
+from __future__ import annotations
+
+import socketio
+import tornado.web
+
+from syarah.http import api
+
+
+def socketio_handler(sio, compression: bool):
+    base = socketio.get_tornado_handler(sio)
+
+    class SocketIOHandler(base):
+        def get_compression_options(self):
+            # permessage-deflate keeps a zlib context per socket: ~150 KiB of an idle
+            # connection's ~190 KiB. Chat frames are small, so it is off unless asked.
+            return {} if compression else None
+
+    return SocketIOHandler
+
+
+def make_app(services, sio, extra_routes=()) -> tornado.web.Application:
+    s = {"services": services}
+    routes = [
+        (r"/socket.io/", socketio_handler(sio, services.settings.websocket_compression)),
+        (r"/api/chat/getChatHeaderAsync", api.ChatHeaderHandler, s),
+        (r"/api/friendships", api.FriendshipsHandler, s),
+        (r"/api/friendships/([^/]+)", api.FriendshipActionHandler, s),
+        (r"/api/friendships/([^/]+)/(accept|reject|block|unblock)",
+         api.FriendshipActionHandler, s),
+        (r"/api/chat/groups", api.GroupsHandler, s),
+        (r"/api/chat/groups/([0-9]+)/members", api.GroupMembersHandler, s),
+        (r"/api/chat/groups/([0-9]+)/members/([^/]+)", api.GroupMembersHandler, s),
+        (r"/api/admin/users/([^/]+)", api.AdminUserHandler, s),
+        (r"/healthz", api.HealthHandler, s),
+        (r"/readyz", api.ReadyHandler, s),
+        *extra_routes,
+    ]
+    return tornado.web.Application(
+        routes, default_handler_class=api.NotFoundHandler, default_handler_args=s,
+        xheaders=services.settings.xheaders, websocket_ping_interval=None)

@@ -1,0 +1,1 @@
+"""What each command does: one module per area, no SQL. ``dispatcher`` holds the table."""

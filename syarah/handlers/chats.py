@@ -1,0 +1,146 @@
+"""findAllChatHeaders, getMyChats, and the REST chat and group endpoints."""
+
+from __future__ import annotations
+
+from syarah import types
+from syarah.errors import Forbidden, NotFound, Validation
+from syarah.handlers.context import Context, now_ms
+from syarah.protocol import inbound as dto
+from syarah.protocol.inbound import PAGE_MAX
+from syarah.protocol.outbound import ChatHeader, ChatMessage, Member, MemberJoined, MyChat, Page, Time
+
+
+async def headers_for(ctx: Context, summaries: list[types.ChatSummary],
+                      sync: dict[int, int] | None = None) -> list[ChatHeader]:
+    """ChatHeader objects for a user's chats: members and presence in one query each."""
+    store, presence = ctx.services.store, ctx.services.presence
+    members = await store.get_members([s.chat.id for s in summaries])
+    online = await presence.online({m.user.id for ms in members.values() for m in ms})
+    headers = []
+    for s in summaries:
+        chat = s.chat
+        name, avatar = chat.name, chat.avatar
+        if not chat.is_group and s.other_user is not None:
+            # An individual chat is shown under the other person's name and picture.
+            name, avatar = s.other_user.name, s.other_user.avatar
+        header = ChatHeader(
+            id=chat.id, is_group=chat.is_group, name=name, avatar=avatar,
+            creation_time=Time(chat.creation_ms),
+            last_message=ChatMessage.of(s.last_message) if s.last_message else None,
+            last_message_time=(Time(chat.last_message_ms)
+                               if chat.last_message_ms is not None else None),
+            unread_count=s.unread_count,
+            members=[Member.of(m, m.user.id in online) for m in members[chat.id]])
+        if sync is not None and chat.id in sync:
+            missed = await store.messages_after(chat.id, sync[chat.id], PAGE_MAX)
+            header.new_messages = [ChatMessage.of(m) for m in missed]
+        headers.append(header)
+    return headers
+
+
+async def find_all_chat_headers(ctx: Context, e: dto.FindAllChatHeaders):
+    if e.user_id is not None and e.user_id != ctx.user.id:
+        raise Forbidden("UserId must be your own user id.")
+    store = ctx.services.store
+    summaries = await store.chat_summaries(
+        ctx.user.id, skip=e.skip_count, limit=e.max_result_count)
+    total = await store.count_chats(ctx.user.id)
+    sync = None
+    if e.rooms_with_last_message_ids:
+        sync = {r.chat_header_id: r.last_message_id for r in e.rooms_with_last_message_ids}
+    return Page(await headers_for(ctx, summaries, sync), total)
+
+
+async def get_my_chats(ctx: Context, e: dto.GetMyChats):
+    summaries = await ctx.services.store.chat_summaries(
+        ctx.user.id, individual_only=True, limit=10_000)
+    others = [s.other_user.id for s in summaries if s.other_user]
+    online = await ctx.services.presence.online(others)
+    out = []
+    for s in summaries:
+        other = s.other_user
+        out.append(MyChat(
+            chat_header_id=s.chat.id,
+            user_id=other.id if other else None,
+            user_name=other.name if other else None,
+            user_avatar=other.avatar if other else None,
+            last_message=s.last_message.message if s.last_message else None,
+            last_message_time=(Time(s.chat.last_message_ms)
+                               if s.chat.last_message_ms is not None else None),
+            creation_time=Time(s.chat.creation_ms),
+            is_online=bool(other and other.id in online),
+            unread_count=s.unread_count,
+            friendship_status=s.friendship_status))
+    return out
+
+
+async def individual_chat(ctx: Context, other_user_id: str) -> types.Chat:
+    """Get or create the one individual chat of the caller and another user."""
+    if other_user_id == ctx.user.id:
+        raise Validation("You cannot open a chat with yourself.")
+    store = ctx.services.store
+    if await store.get_user(other_user_id) is None:
+        raise NotFound("That user does not exist.")
+    return await store.get_or_create_individual_chat(ctx.user.id, other_user_id, now_ms())
+
+
+async def chat_header(ctx: Context, chat_id: int) -> ChatHeader:
+    summary = await ctx.services.store.chat_summary(chat_id, ctx.user.id)
+    return (await headers_for(ctx, [summary]))[0]
+
+
+async def get_chat_header(ctx: Context, user1_id: str, user2_id: str) -> ChatHeader:
+    """GET /api/chat/getChatHeaderAsync: the caller must be one of the two."""
+    if ctx.user.id not in (user1_id, user2_id):
+        raise Forbidden("You can only open chats of your own.")
+    other = user2_id if user1_id == ctx.user.id else user1_id
+    chat = await individual_chat(ctx, other)
+    return await chat_header(ctx, chat.id)
+
+
+async def create_group(ctx: Context, e: dto.CreateGroup) -> ChatHeader:
+    store = ctx.services.store
+    member_ids = [m for m in (e.member_ids or []) if m != ctx.user.id]
+    known = await store.get_users(member_ids)
+    unknown = [m for m in member_ids if m not in known]
+    if unknown:
+        raise NotFound(f"User {unknown[0]} does not exist.")
+    chat = await store.create_group(e.name, e.avatar, ctx.user.id, member_ids, now_ms())
+    return await chat_header(ctx, chat.id)
+
+
+async def _group_for_member(ctx: Context, chat_id: int) -> types.Chat:
+    chat, member = await ctx.services.store.get_chat_for_member(chat_id, ctx.user.id)
+    if chat is None or not chat.is_group:
+        raise NotFound("That group does not exist.")
+    if not member:
+        raise Forbidden("You are not a member of this group.")
+    return chat
+
+
+async def add_group_members(ctx: Context, chat_id: int, e: dto.AddGroupMembers):
+    store = ctx.services.store
+    await _group_for_member(ctx, chat_id)
+    known = await store.get_users(e.user_ids)
+    unknown = [u for u in e.user_ids if u not in known]
+    if unknown:
+        raise NotFound(f"User {unknown[0]} does not exist.")
+    added = await store.add_members(chat_id, e.user_ids, now_ms())
+    if added:
+        members = (await store.get_members([chat_id]))[chat_id]
+        online = await ctx.services.presence.online(added)
+        for m in members:
+            if m.user.id in added:
+                await ctx.services.rooms.to_chat(
+                    chat_id, "onMemberJoin",
+                    MemberJoined(chat_id, Member.of(m, m.user.id in online)))
+    return await chat_header(ctx, chat_id)
+
+
+async def remove_group_member(ctx: Context, chat_id: int, user_id: str):
+    chat = await _group_for_member(ctx, chat_id)
+    if user_id != ctx.user.id and chat.creator_id != ctx.user.id:
+        raise Forbidden("Only the group's creator may remove other members.")
+    if not await ctx.services.store.remove_member(chat_id, user_id):
+        raise NotFound("That user is not a member of this group.")
+    return {"chatHeaderId": chat_id, "userId": user_id, "removed": True}

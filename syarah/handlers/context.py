@@ -1,0 +1,128 @@
+"""What a handler is given: the services it may use and the caller it acts for."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from syarah.auth import Identity, TokenVerifier
+from syarah.errors import Unauthorized
+from syarah.protocol.outbound import to_wire
+from syarah.types import User
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def chat_room(chat_id: int) -> str:
+    return f"chat:{chat_id}"
+
+
+def user_room(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+class Rooms:
+    """Socket.IO rooms and emits, in the product's words. With a Redis manager the
+    same calls reach sockets on every node."""
+
+    def __init__(self, sio):
+        self.sio = sio
+
+    async def to_chat(self, chat_id: int, event: str, data: Any, skip_sid: str | None = None):
+        await self.sio.emit(event, to_wire(data), room=chat_room(chat_id),
+                            skip_sid=skip_sid)
+
+    async def to_users(self, user_ids, event: str, data: Any):
+        rooms = [user_room(u) for u in dict.fromkeys(user_ids)]
+        if rooms:
+            await self.sio.emit(event, to_wire(data), to=rooms)
+
+    async def to_socket(self, sid: str, event: str, data: Any):
+        await self.sio.emit(event, to_wire(data), to=sid)
+
+    async def join(self, sid: str, chat_id: int):
+        await self.sio.enter_room(sid, chat_room(chat_id))
+
+    async def leave(self, sid: str, chat_id: int):
+        await self.sio.leave_room(sid, chat_room(chat_id))
+
+    def has_joined(self, sid: str, chat_id: int) -> bool:
+        return chat_room(chat_id) in self.sio.rooms(sid)
+
+    async def join_user(self, sid: str, user_id: str):
+        await self.sio.enter_room(sid, user_room(user_id))
+
+
+class UserDirectory:
+    """Keeps the users table in step with token claims without a write per event."""
+
+    def __init__(self, store):
+        self.store = store
+        self._seen: dict[str, User] = {}
+
+    async def ensure(self, user: User) -> User:
+        if self._seen.get(user.id) != user:
+            await self.store.upsert_user(user, now_ms())
+            self._seen[user.id] = user
+            if len(self._seen) > 100_000:
+                self._seen.clear()
+        return user
+
+    def forget(self, user_id: str):
+        self._seen.pop(user_id, None)
+
+
+@dataclass
+class Services:
+    store: Any
+    presence: Any
+    verifier: TokenVerifier
+    rooms: Rooms
+    users: UserDirectory
+    settings: Any
+    media: Any = None
+    push: Any = None
+
+
+@dataclass
+class SocketState:
+    """One connected socket: whom it claims to be and what it has proven."""
+
+    sid: str
+    user_id: str
+    client_type: str
+    # Set when the connection, or any event on it, carried a valid token for user_id.
+    identity: Identity | None = None
+    connect_identity: Identity | None = None
+    joined: set = field(default_factory=set)
+
+
+@dataclass
+class Context:
+    services: Services
+    user: User
+    sid: str | None = None
+    socket: SocketState | None = None
+
+
+async def authenticate(services: Services, socket: SocketState,
+                       token: str | None) -> User:
+    """The caller of an event: the event's own token wins, else what the socket proved."""
+    if token:
+        identity = services.verifier.verify(token)
+        if identity.user.id != socket.user_id:
+            raise Unauthorized("The access token belongs to another user than this socket.")
+        await services.users.ensure(identity.user)
+        socket.identity = identity
+        return identity.user
+    identity = socket.identity
+    if identity is None:
+        raise Unauthorized("An access token is required: send accessToken with the "
+                           "event or connect with auth: {accessToken}.")
+    if identity.expires_at + 30 < time.time():
+        socket.identity = None
+        raise Unauthorized("The access token has expired.")
+    return identity.user

@@ -1,0 +1,84 @@
+"""createMessage, findAllMessages, updateMessage, removeMessage, readMessage."""
+
+from __future__ import annotations
+
+from syarah.errors import Forbidden, NotFound, Validation
+from syarah.handlers.context import Context, now_ms
+from syarah.protocol import inbound as dto
+from syarah.protocol.media import parse_media_path
+from syarah.protocol.outbound import ChatMessage, MessageReply, Page
+from syarah.store import Duplicate
+from syarah.types import MessageType
+
+
+async def check_media(ctx: Context, message_type: int, path: str) -> None:
+    if message_type == MessageType.TEXT:
+        return
+    parse_media_path(path, message_type)
+    if ctx.services.media is not None:
+        await ctx.services.media.check_message_path(ctx.user.id, message_type, path)
+
+
+async def create_message(ctx: Context, e: dto.CreateMessage):
+    await check_media(ctx, e.message_type, e.message)
+    push = ctx.services.push
+    after_insert = push.outbox_writer(ctx) if push is not None else None
+    try:
+        message = await ctx.services.store.add_message(
+            e.chat_header_id, ctx.user, e.message, e.message_type, e.caption,
+            e.client_message_id, now_ms(), after_insert=after_insert)
+    except Duplicate as dup:
+        # A retry of a message that was stored: answer as the first time, but the
+        # room already has it, so nothing is broadcast again.
+        return MessageReply(dup.existing.chat_header_id, ChatMessage.of(dup.existing))
+    reply = MessageReply(message.chat_header_id, ChatMessage.of(message))
+    await ctx.services.rooms.to_chat(message.chat_header_id, "message", reply)
+    if push is not None:
+        push.wake()
+    return reply
+
+
+async def require_member(ctx: Context, chat_id: int):
+    chat, member = await ctx.services.store.get_chat_for_member(chat_id, ctx.user.id)
+    if chat is None:
+        raise NotFound("That chat does not exist.")
+    if not member:
+        raise Forbidden("You are not a member of this chat.")
+    return chat
+
+
+async def find_all_messages(ctx: Context, e: dto.FindAllMessages):
+    await require_member(ctx, e.chat_header_id)
+    items, total = await ctx.services.store.message_page(
+        e.chat_header_id, e.last_message_id, e.skip_count, e.max_result_count)
+    return Page([ChatMessage.of(m) for m in items], total)
+
+
+async def update_message(ctx: Context, e: dto.UpdateMessage):
+    async def check(existing):
+        await check_media(ctx, existing.message_type, e.message)
+
+    message = await ctx.services.store.update_message(
+        e.id, e.chat_header_id, ctx.user.id, e.message, e.caption, now_ms(), check=check)
+    chat_message = ChatMessage.of(message)
+    await ctx.services.rooms.to_chat(e.chat_header_id, "messageUpdated", chat_message)
+    return MessageReply(e.chat_header_id, chat_message)
+
+
+async def remove_message(ctx: Context, e: dto.RemoveMessage):
+    ids = e.target_ids
+    if not ids:
+        raise Validation("id or ids is required.")
+    await require_member(ctx, e.chat_header_id)
+    deleted = await ctx.services.store.delete_messages(e.chat_header_id, ctx.user.id, ids)
+    for message_id in deleted:
+        await ctx.services.rooms.to_chat(e.chat_header_id, "messageDeleted", message_id)
+    return {"chatHeaderId": e.chat_header_id, "deletedIds": deleted}
+
+
+async def read_message(ctx: Context, e: dto.ReadMessage):
+    await require_member(ctx, e.chat_header_id)
+    last_read = await ctx.services.store.mark_read(e.chat_header_id, ctx.user.id)
+    await ctx.services.rooms.to_chat(e.chat_header_id, "messageHasBeenRead",
+                                     e.chat_header_id)
+    return {"chatHeaderId": e.chat_header_id, "lastReadMessageId": last_read}

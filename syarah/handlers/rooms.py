@@ -1,0 +1,60 @@
+"""joinRoom, leaveRoom, roomTyping: socket rooms and the viewing state behind push."""
+
+from __future__ import annotations
+
+from syarah.errors import Forbidden, Validation
+from syarah.handlers.chats import chat_header, individual_chat
+from syarah.handlers.context import Context
+from syarah.handlers.messages import require_member
+from syarah.protocol import inbound as dto
+from syarah.protocol.outbound import JoinRoomReply, MemberJoined, Typing
+
+
+async def join_room(ctx: Context, e: dto.JoinRoom):
+    if e.user_id is not None and e.user_id != ctx.user.id:
+        raise Forbidden("userId must be your own user id.")
+    if e.chat_header_id is not None:
+        chat = await require_member(ctx, e.chat_header_id)
+    elif e.other_user_id is not None:
+        chat = await individual_chat(ctx, e.other_user_id)
+    else:
+        raise Validation("chatHeaderId or otherUserId is required.")
+    header = await chat_header(ctx, chat.id)
+    rooms, presence = ctx.services.rooms, ctx.services.presence
+    await rooms.join(ctx.sid, chat.id)
+    await presence.set_viewing(ctx.user.id, ctx.sid, chat.id)
+    ctx.socket.joined.add(chat.id)
+    current = next((m for m in header.members if m.user_id == ctx.user.id), None)
+    status = None
+    if not chat.is_group:
+        status = await ctx.services.store.friendship_status(
+            ctx.user.id, chat.other_user(ctx.user.id))
+    if current is not None:
+        await rooms.to_chat(chat.id, "onMemberJoin", MemberJoined(chat.id, current),
+                            skip_sid=ctx.sid)
+    return JoinRoomReply(
+        chat_header_id=chat.id, joined=True, room_members=header.members,
+        current_member=current, members=header.members, friendship_status=status,
+        chat_header=header)
+
+
+async def leave_room(ctx: Context, e: dto.LeaveRoom):
+    await require_member(ctx, e.chat_header_id)
+    await ctx.services.rooms.leave(ctx.sid, e.chat_header_id)
+    await ctx.services.presence.clear_viewing(ctx.user.id, ctx.sid, e.chat_header_id)
+    ctx.socket.joined.discard(e.chat_header_id)
+    return {"chatHeaderId": e.chat_header_id, "left": True}
+
+
+async def room_typing(ctx: Context, e: dto.RoomTyping):
+    # Joining required membership, so a joined room is all the proof needed here:
+    # typing stays off the database entirely.
+    if e.chat_header_id not in ctx.socket.joined:
+        raise Forbidden("Join the chat's room before sending typing notifications.")
+    name = e.name if e.name else ctx.user.name
+    await ctx.services.rooms.to_chat(
+        e.chat_header_id, "typing",
+        Typing(name=name, is_typing=e.is_typing, chat_header_id=e.chat_header_id,
+               user_id=ctx.user.id),
+        skip_sid=ctx.sid)
+    return {"ok": True}

@@ -1,0 +1,95 @@
+"""The REST envelope {success, data, message}, Bearer authentication, CORS, and the
+one place where a ChatError becomes an HTTP reply."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import tornado.web
+
+from syarah.auth import strip_bearer
+from syarah.errors import ChatError, Unauthorized, Validation
+from syarah.handlers.context import Context, Services
+from syarah.protocol.outbound import to_wire
+
+log = logging.getLogger("syarah.http")
+
+MAX_JSON_BODY = 256 * 1024
+
+
+class ApiHandler(tornado.web.RequestHandler):
+    services: Services
+
+    def initialize(self, services: Services):
+        self.services = services
+        # Tornado sets default headers before initialize(); now CORS can be known.
+        self.set_default_headers()
+
+    def set_default_headers(self):
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        services = getattr(self, "services", None)
+        if services is None:
+            return
+        origins = services.settings.origins
+        origin = self.request.headers.get("Origin")
+        if origin and (origins == "*" or origin in origins):
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Vary", "Origin")
+            self.set_header("Access-Control-Allow-Headers",
+                            "Authorization, Content-Type, X-Service-Key")
+            self.set_header("Access-Control-Allow-Methods",
+                            "GET, POST, PUT, DELETE, OPTIONS")
+
+    def options(self, *args):
+        self.set_status(204)
+        self.finish()
+
+    def reply(self, data, status: int = 200):
+        self.set_status(status)
+        self.finish(json.dumps({"success": True, "data": to_wire(data), "message": None}))
+
+    def write_error(self, status_code: int, **kwargs):
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ChatError):
+            message = exc.message
+        elif isinstance(exc, tornado.web.HTTPError) and exc.log_message:
+            message = exc.log_message
+        else:
+            message = self._reason if status_code < 500 else "Something went wrong on the server."
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"success": False, "data": None, "message": message}))
+
+    def _handle_request_exception(self, e):
+        if isinstance(e, ChatError):
+            if self._finished:
+                return
+            log.debug("%s %s: %s %s", self.request.method, self.request.path, e.code, e.message)
+            self.send_error(e.status, exc_info=sys.exc_info())
+            return
+        super()._handle_request_exception(e)
+
+    def bearer(self) -> str:
+        token = strip_bearer(self.request.headers.get("Authorization"))
+        if not token:
+            raise Unauthorized("Send the access token as Authorization: Bearer <token>.")
+        return token
+
+    async def context(self) -> Context:
+        identity = self.services.verifier.verify(self.bearer())
+        await self.services.users.ensure(identity.user)
+        return Context(self.services, identity.user)
+
+    def json_body(self) -> dict:
+        body = self.request.body
+        if len(body) > MAX_JSON_BODY:
+            raise Validation("The request body is too large.")
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            raise Validation("The request body must be JSON.")
+        if not isinstance(data, dict):
+            raise Validation("The request body must be a JSON object.")
+        return data

@@ -1,0 +1,1 @@
+"""What arrives and what leaves: typed, validated, and free of I/O."""

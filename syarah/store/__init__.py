@@ -1,0 +1,34 @@
+"""All SQL lives below this package; nothing else knows a table name.
+
+``DataStore`` gathers one store class per table group over one Database.
+"""
+
+from __future__ import annotations
+
+from syarah.store.chats import ChatStore
+from syarah.store.database import Database
+from syarah.store.friendships import FriendshipStore
+from syarah.store.messages import Duplicate, MessageStore
+from syarah.store.migrations import migrate
+from syarah.store.users import UserStore
+
+__all__ = ["DataStore", "Database", "Duplicate", "open_store"]
+
+
+class DataStore(UserStore, ChatStore, MessageStore, FriendshipStore):
+    def __init__(self, db: Database):
+        self.db = db
+
+    async def close(self):
+        await self.db.close()
+
+    async def ping(self) -> bool:
+        return await self.db.ping()
+
+
+async def open_store(url: str, *, pool_size: int = 10, timeout: float = 5.0,
+                     run_migrations: bool = True) -> DataStore:
+    db = await Database.connect(url, pool_size=pool_size, timeout=timeout)
+    if run_migrations:
+        await migrate(db)
+    return DataStore(db)

@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+from syarah import types
+from syarah.errors import NotFound
+from syarah.store import rows
+from syarah.store.rows import CHAT_COLUMNS, CHAT_WIDTH, MESSAGE_COLUMNS, MESSAGE_WIDTH
+
+
+def pair(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a < b else (b, a)
+
+
+class ChatStore:
+    db = None
+
+    async def get_chat_for_member(self, chat_id: int, user_id: str):
+        """The chat and whether ``user_id`` is one of its members, in one query."""
+        row = await self.db.fetchone(
+            f"SELECT {CHAT_COLUMNS}, cm.user_id FROM chat_headers ch"
+            " LEFT JOIN chat_members cm ON cm.chat_header_id = ch.id AND cm.user_id = ?"
+            " WHERE ch.id = ?", user_id, chat_id)
+        if row is None:
+            return None, False
+        return rows.chat(row), row[CHAT_WIDTH] is not None
+
+    async def get_or_create_individual_chat(self, a: str, b: str, now_ms: int) -> types.Chat:
+        low, high = pair(a, b)
+        engine = self.db.engine
+
+        async def txn_fn(txn):
+            # The unique (user_low, user_high) key settles a race between two callers:
+            # the second insert is ignored and both read the same row back.
+            await txn.execute(engine.insert_or_ignore(
+                "INSERT INTO chat_headers (is_group, user_low, user_high, creation_ms,"
+                " activity_ms) VALUES (0, ?, ?, ?, ?)"), low, high, now_ms, now_ms)
+            row = await txn.fetchone(
+                f"SELECT {CHAT_COLUMNS} FROM chat_headers ch"
+                " WHERE ch.user_low = ? AND ch.user_high = ?", low, high)
+            chat = rows.chat(row)
+            await txn.executemany(engine.insert_or_ignore(
+                "INSERT INTO chat_members (chat_header_id, user_id, joined_ms)"
+                " VALUES (?, ?, ?)"), [(chat.id, low, now_ms), (chat.id, high, now_ms)])
+            return chat
+
+        return await self.db.run(txn_fn)
+
+    async def find_individual_chat(self, a: str, b: str) -> types.Chat | None:
+        low, high = pair(a, b)
+        row = await self.db.fetchone(
+            f"SELECT {CHAT_COLUMNS} FROM chat_headers ch"
+            " WHERE ch.user_low = ? AND ch.user_high = ?", low, high)
+        return rows.chat(row) if row else None
+
+    async def create_group(self, name: str, avatar: str | None, creator_id: str,
+                           member_ids: list[str], now_ms: int) -> types.Chat:
+        members = list(dict.fromkeys([creator_id] + list(member_ids)))
+
+        async def txn_fn(txn):
+            result = await txn.execute(
+                "INSERT INTO chat_headers (is_group, name, avatar, creator_id, creation_ms,"
+                " activity_ms) VALUES (1, ?, ?, ?, ?, ?)",
+                name, avatar, creator_id, now_ms, now_ms)
+            chat_id = result.lastrowid
+            await txn.executemany(
+                "INSERT INTO chat_members (chat_header_id, user_id, joined_ms)"
+                " VALUES (?, ?, ?)", [(chat_id, m, now_ms) for m in members])
+            row = await txn.fetchone(
+                f"SELECT {CHAT_COLUMNS} FROM chat_headers ch WHERE ch.id = ?", chat_id)
+            return rows.chat(row)
+
+        return await self.db.run(txn_fn)
+
+    async def add_members(self, chat_id: int, user_ids: list[str], now_ms: int) -> list[str]:
+        """Add users to a chat; returns those who were not members before."""
+        async def txn_fn(txn):
+            if not user_ids:
+                return []
+            present = await txn.fetchall(
+                "SELECT user_id FROM chat_members WHERE chat_header_id = ?"
+                f" AND user_id IN ({rows.in_list(user_ids)})", chat_id, *user_ids)
+            have = {r[0] for r in present}
+            new = [u for u in user_ids if u not in have]
+            if new:
+                await txn.executemany(
+                    "INSERT INTO chat_members (chat_header_id, user_id, joined_ms)"
+                    " VALUES (?, ?, ?)", [(chat_id, u, now_ms) for u in new])
+            return new
+
+        return await self.db.run(txn_fn)
+
+    async def remove_member(self, chat_id: int, user_id: str) -> bool:
+        result = await self.db.execute(
+            "DELETE FROM chat_members WHERE chat_header_id = ? AND user_id = ?",
+            chat_id, user_id)
+        return result.rowcount > 0
+
+    async def get_members(self, chat_ids) -> dict[int, list[types.Member]]:
+        ids = list(dict.fromkeys(chat_ids))
+        out: dict[int, list[types.Member]] = {i: [] for i in ids}
+        if not ids:
+            return out
+        found = await self.db.fetchall(
+            "SELECT cm.chat_header_id, u.id, u.name, u.avatar, cm.last_read_message_id"
+            " FROM chat_members cm JOIN users u ON u.id = cm.user_id"
+            f" WHERE cm.chat_header_id IN ({rows.in_list(ids)})"
+            " ORDER BY cm.chat_header_id, cm.joined_ms, u.id", *ids)
+        for r in found:
+            out[r[0]].append(types.Member(r[0], types.User(r[1], r[2] or "", r[3]), r[4]))
+        return out
+
+    async def get_member_ids(self, chat_id: int) -> list[str]:
+        found = await self.db.fetchall(
+            "SELECT user_id FROM chat_members WHERE chat_header_id = ?", chat_id)
+        return [r[0] for r in found]
+
+    async def count_chats(self, user_id: str, individual_only: bool = False) -> int:
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) FROM chat_members cm"
+            " JOIN chat_headers ch ON ch.id = cm.chat_header_id"
+            " WHERE cm.user_id = ? AND (? = 0 OR ch.is_group = 0)",
+            user_id, 1 if individual_only else 0)
+        return row[0]
+
+    async def chat_summaries(self, user_id: str, *, skip: int = 0, limit: int = 50,
+                             individual_only: bool = False,
+                             chat_id: int | None = None) -> list[types.ChatSummary]:
+        """A user's chats, most recent activity first, each with its last message,
+        the other user (individual chats), the friendship status and the unread count.
+        Two queries whatever the number of chats."""
+        found = await self.db.fetchall(
+            f"SELECT {CHAT_COLUMNS}, {MESSAGE_COLUMNS},"
+            " ou.id, ou.name, ou.avatar, f.status"
+            " FROM chat_members cm"
+            " JOIN chat_headers ch ON ch.id = cm.chat_header_id"
+            " LEFT JOIN messages m ON m.id = ch.last_message_id"
+            " LEFT JOIN users u ON u.id = m.user_id"
+            " LEFT JOIN users ou ON ch.is_group = 0 AND ou.id ="
+            "   (CASE WHEN ch.user_low = cm.user_id THEN ch.user_high ELSE ch.user_low END)"
+            " LEFT JOIN friendships f ON f.user_id = cm.user_id AND f.other_user_id = ou.id"
+            " WHERE cm.user_id = ? AND (? = 0 OR ch.is_group = 0)"
+            " AND (? = 0 OR ch.id = ?)"
+            " ORDER BY ch.activity_ms DESC, ch.id DESC LIMIT ? OFFSET ?",
+            user_id, 1 if individual_only else 0, chat_id or 0, chat_id or 0, limit, skip)
+        summaries = []
+        for r in found:
+            base = CHAT_WIDTH + MESSAGE_WIDTH
+            summaries.append(types.ChatSummary(
+                chat=rows.chat(r[:CHAT_WIDTH]),
+                last_message=rows.message(r[CHAT_WIDTH:base]),
+                unread_count=0,
+                other_user=rows.user(r[base:base + 3]),
+                friendship_status=r[base + 3]))
+        if summaries:
+            counts = await self.unread_counts(user_id, [s.chat.id for s in summaries])
+            for s in summaries:
+                s.unread_count = counts.get(s.chat.id, 0)
+        return summaries
+
+    async def chat_summary(self, chat_id: int, user_id: str) -> types.ChatSummary:
+        found = await self.chat_summaries(user_id, chat_id=chat_id, limit=1)
+        if not found:
+            raise NotFound("That chat does not exist.")
+        return found[0]
+
+    async def unread_counts(self, user_id: str, chat_ids) -> dict[int, int]:
+        ids = list(chat_ids)
+        found = await self.db.fetchall(
+            "SELECT cm.chat_header_id, COUNT(m.id) FROM chat_members cm"
+            " JOIN messages m ON m.chat_header_id = cm.chat_header_id"
+            "  AND m.id > cm.last_read_message_id AND m.user_id <> cm.user_id"
+            f" WHERE cm.user_id = ? AND cm.chat_header_id IN ({rows.in_list(ids)})"
+            " GROUP BY cm.chat_header_id", user_id, *ids)
+        return {r[0]: r[1] for r in found}
+
+    async def chat_partner_ids(self, user_id: str) -> list[str]:
+        """Users who share an individual chat with ``user_id``."""
+        found = await self.db.fetchall(
+            "SELECT CASE WHEN ch.user_low = ? THEN ch.user_high ELSE ch.user_low END"
+            " FROM chat_members cm JOIN chat_headers ch ON ch.id = cm.chat_header_id"
+            " WHERE cm.user_id = ? AND ch.is_group = 0", user_id, user_id)
+        return [r[0] for r in found]

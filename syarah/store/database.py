@@ -1,0 +1,257 @@
+"""Connections, transactions and the two ways of reaching a database.
+
+``Database.run(fn, *args)`` runs ``fn(txn, *args)`` in one transaction, retried when the
+engine reports a deadlock, and turns an unreachable or slow database into Unavailable,
+so that an event answers quickly instead of hanging (CONTRACT §3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from urllib.parse import unquote, urlparse
+
+from syarah.errors import Unavailable
+from syarah.store.engines import Engine, MysqlEngine, SqliteEngine
+
+log = logging.getLogger(__name__)
+
+# A deadlock victim is retried this many times; more means real contention.
+DEADLOCK_RETRIES = 5
+
+
+class Result:
+    __slots__ = ("rowcount", "lastrowid")
+
+    def __init__(self, rowcount: int, lastrowid: int | None):
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid
+
+
+class Transaction:
+    """The cursor side of a transaction: every statement is converted by the engine."""
+
+    def __init__(self, engine: Engine, cursor_factory):
+        self.engine = engine
+        self._cursor = cursor_factory
+
+    async def execute(self, sql: str, *args) -> Result:
+        raise NotImplementedError
+
+    async def executemany(self, sql: str, rows) -> None:
+        raise NotImplementedError
+
+    async def fetchall(self, sql: str, *args) -> list[tuple]:
+        raise NotImplementedError
+
+    async def fetchone(self, sql: str, *args) -> tuple | None:
+        rows = await self.fetchall(sql, *args)
+        return rows[0] if rows else None
+
+
+class Database:
+    engine: Engine
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.in_use = 0
+
+    @staticmethod
+    async def connect(url: str, pool_size: int = 10, timeout: float = 5.0) -> "Database":
+        parsed = urlparse(url)
+        if parsed.scheme == "sqlite":
+            db = SqliteDatabase(_sqlite_path(url), timeout)
+        elif parsed.scheme in ("mysql", "mariadb"):
+            db = MysqlDatabase(parsed, pool_size, timeout)
+        else:
+            raise ValueError(f"unsupported database_url scheme {parsed.scheme!r}")
+        await db.open()
+        return db
+
+    async def open(self):
+        raise NotImplementedError
+
+    async def close(self):
+        raise NotImplementedError
+
+    async def _run_once(self, fn, args):
+        raise NotImplementedError
+
+    async def run(self, fn, *args):
+        """Run ``fn(txn, *args)`` in a transaction and return what it returns."""
+        for attempt in range(DEADLOCK_RETRIES):
+            try:
+                return await asyncio.wait_for(self._run_once(fn, args), self.timeout)
+            except asyncio.TimeoutError:
+                raise Unavailable("The chat store did not answer in time; try again.")
+            except Exception as exc:
+                if self.engine.is_deadlock(exc) and attempt + 1 < DEADLOCK_RETRIES:
+                    await asyncio.sleep(0.005 * (attempt + 1))
+                    continue
+                if self.engine.is_connection_error(exc):
+                    log.warning("database unreachable: %s", exc)
+                    raise Unavailable() from exc
+                raise
+
+    # One-statement conveniences, each its own transaction.
+
+    async def fetchall(self, sql: str, *args) -> list[tuple]:
+        async def q(txn):
+            return await txn.fetchall(sql, *args)
+        return await self.run(q)
+
+    async def fetchone(self, sql: str, *args) -> tuple | None:
+        async def q(txn):
+            return await txn.fetchone(sql, *args)
+        return await self.run(q)
+
+    async def execute(self, sql: str, *args) -> Result:
+        async def q(txn):
+            return await txn.execute(sql, *args)
+        return await self.run(q)
+
+    async def ping(self) -> bool:
+        try:
+            await self.fetchone("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+
+def _sqlite_path(url: str) -> str:
+    # sqlite:///relative/path.db or sqlite:////absolute/path.db (SQLAlchemy's form)
+    rest = url[len("sqlite:///"):] if url.startswith("sqlite:///") else url[len("sqlite:"):]
+    if rest in ("", ":memory:"):
+        return ":memory:"
+    return os.path.abspath(rest)
+
+
+class _SqliteTxn(Transaction):
+    async def execute(self, sql, *args):
+        cur = await self._cursor.execute(self.engine.convert(sql), args)
+        return Result(cur.rowcount, cur.lastrowid)
+
+    async def executemany(self, sql, rows):
+        await self._cursor.executemany(self.engine.convert(sql), rows)
+
+    async def fetchall(self, sql, *args):
+        cur = await self._cursor.execute(self.engine.convert(sql), args)
+        return list(await cur.fetchall())
+
+
+class SqliteDatabase(Database):
+    """The embedded default. SQLite has one writer at a time, so transactions are
+    serialised here rather than left to fail with 'database is locked'."""
+
+    engine = SqliteEngine()
+
+    def __init__(self, path: str, timeout: float):
+        super().__init__(timeout)
+        self.path = path
+        self._conn = None
+        self._lock = asyncio.Lock()
+
+    async def open(self):
+        import aiosqlite
+
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._conn = await aiosqlite.connect(self.path, isolation_level=None)
+        for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON",
+                       "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=5000"):
+            await self._conn.execute(pragma)
+
+    async def close(self):
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def _run_once(self, fn, args):
+        async with self._lock:
+            self.in_use = 1
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = await fn(_SqliteTxn(self.engine, self._conn), *args)
+                except BaseException:
+                    await self._conn.execute("ROLLBACK")
+                    raise
+                await self._conn.execute("COMMIT")
+                return result
+            finally:
+                self.in_use = 0
+
+
+class _MysqlTxn(Transaction):
+    async def execute(self, sql, *args):
+        cur = self._cursor
+        await cur.execute(self.engine.convert(sql), args)
+        return Result(cur.rowcount, cur.lastrowid)
+
+    async def executemany(self, sql, rows):
+        await self._cursor.executemany(self.engine.convert(sql), rows)
+
+    async def fetchall(self, sql, *args):
+        cur = self._cursor
+        await cur.execute(self.engine.convert(sql), args)
+        return list(await cur.fetchall())
+
+
+class MysqlDatabase(Database):
+    engine = MysqlEngine()
+
+    def __init__(self, parsed, pool_size: int, timeout: float):
+        super().__init__(timeout)
+        self.params = dict(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 3306,
+            user=unquote(parsed.username or "root"),
+            password=unquote(parsed.password or ""),
+            db=parsed.path.lstrip("/") or "syarah",
+        )
+        self.pool_size = pool_size
+        self._pool = None
+
+    async def open(self):
+        import warnings
+
+        import aiomysql
+        import pymysql
+
+        # INSERT IGNORE reports each skipped duplicate as a warning; that is its purpose.
+        warnings.filterwarnings("ignore", category=pymysql.Warning)
+        self._pool = await aiomysql.create_pool(
+            minsize=1, maxsize=self.pool_size, autocommit=False, charset="utf8mb4",
+            # Recycle before MariaDB's wait_timeout can close an idle connection.
+            pool_recycle=3600, connect_timeout=max(1, int(self.timeout)),
+            init_command="SET time_zone = '+00:00'",
+            **self.params)
+
+    async def close(self):
+        if self._pool is not None:
+            self._pool.close()
+            await self._pool.wait_closed()
+            self._pool = None
+
+    async def _run_once(self, fn, args):
+        conn = await self._pool.acquire()
+        self.in_use += 1
+        try:
+            try:
+                await conn.begin()
+                async with conn.cursor() as cur:
+                    result = await fn(_MysqlTxn(self.engine, cur), *args)
+                await conn.commit()
+                return result
+            except BaseException:
+                try:
+                    await conn.rollback()
+                except Exception:
+                    # A dead connection cannot roll back; closing it keeps it out of
+                    # the pool, and the server rolled the transaction back itself.
+                    conn.close()
+                raise
+        finally:
+            self.in_use -= 1
+            self._pool.release(conn)

@@ -1,0 +1,115 @@
+"""What differs between MariaDB and SQLite, and nothing else.
+
+All SQL in the store is written once, with ``?`` placeholders and the DDL tokens
+below; the engine rewrites it. Code outside this module never asks which engine runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+
+class Engine:
+    name = "base"
+    # DDL tokens that the migrations use where the two dialects differ.
+    ddl_tokens: dict[str, str] = {}
+
+    def convert(self, sql: str) -> str:
+        return sql
+
+    def ddl(self, sql: str) -> str:
+        for token, text in self.ddl_tokens.items():
+            sql = sql.replace("{" + token + "}", text)
+        return sql
+
+    def is_unique_violation(self, exc: BaseException) -> bool:
+        raise NotImplementedError
+
+    def is_deadlock(self, exc: BaseException) -> bool:
+        return False
+
+    def is_connection_error(self, exc: BaseException) -> bool:
+        return False
+
+    def insert_or_ignore(self, sql: str) -> str:
+        """Turn ``INSERT INTO`` into the engine's insert that skips duplicate keys."""
+        raise NotImplementedError
+
+    def upsert(self, table: str, keys: tuple[str, ...], columns: tuple[str, ...],
+               updates: tuple[str, ...]) -> str:
+        """An insert of ``columns`` that, on a duplicate of ``keys``, updates ``updates``."""
+        raise NotImplementedError
+
+
+class SqliteEngine(Engine):
+    name = "sqlite"
+    ddl_tokens = {
+        "pk": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "table_options": "",
+        "text": "TEXT",
+        "bool": "INTEGER",
+    }
+
+    def is_unique_violation(self, exc):
+        import sqlite3
+        return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)
+
+    def is_deadlock(self, exc):
+        import sqlite3
+        return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+    def insert_or_ignore(self, sql):
+        return sql.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
+
+    def upsert(self, table, keys, columns, updates):
+        sets = ", ".join(f"{c} = excluded.{c}" for c in updates)
+        return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                f"({', '.join('?' * len(columns))}) "
+                f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}")
+
+
+# MySQL error numbers: duplicate key, deadlock, lock wait timeout.
+_ER_DUP_ENTRY = 1062
+_ER_LOCK_DEADLOCK = 1213
+_ER_LOCK_WAIT_TIMEOUT = 1205
+# Client-side errors that mean the server is gone: can't connect, lost, gone away.
+_CONNECTION_ERRORS = {2002, 2003, 2006, 2013, 2055}
+
+
+class MysqlEngine(Engine):
+    name = "mysql"
+    ddl_tokens = {
+        "pk": "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
+        "table_options": "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci",
+        "text": "MEDIUMTEXT",
+        "bool": "TINYINT",
+    }
+
+    @functools.lru_cache(maxsize=1024)
+    def convert(self, sql: str) -> str:
+        # pymysql formats with %; a literal % must be doubled before ? becomes %s.
+        return re.sub(r"\?", "%s", sql.replace("%", "%%"))
+
+    @staticmethod
+    def _errno(exc) -> int | None:
+        args = getattr(exc, "args", ())
+        return args[0] if args and isinstance(args[0], int) else None
+
+    def is_unique_violation(self, exc):
+        return self._errno(exc) == _ER_DUP_ENTRY
+
+    def is_deadlock(self, exc):
+        return self._errno(exc) in (_ER_LOCK_DEADLOCK, _ER_LOCK_WAIT_TIMEOUT)
+
+    def is_connection_error(self, exc):
+        return self._errno(exc) in _CONNECTION_ERRORS or isinstance(
+            exc, (ConnectionError, OSError))
+
+    def insert_or_ignore(self, sql):
+        return sql.replace("INSERT INTO", "INSERT IGNORE INTO", 1)
+
+    def upsert(self, table, keys, columns, updates):
+        sets = ", ".join(f"{c} = VALUES({c})" for c in updates)
+        return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                f"({', '.join('?' * len(columns))}) ON DUPLICATE KEY UPDATE {sets}")

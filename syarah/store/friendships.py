@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from syarah import types
+from syarah.errors import Conflict, Forbidden, NotFound
+from syarah.store import rows
+from syarah.types import FriendshipStatus as S
+
+
+class FriendshipStore:
+    db = None
+
+    async def friendship_status(self, user_id: str, other_id: str) -> int | None:
+        row = await self.db.fetchone(
+            "SELECT status FROM friendships WHERE user_id = ? AND other_user_id = ?",
+            user_id, other_id)
+        return row[0] if row else None
+
+    async def list_friendships(self, user_id: str, status: int | None = None):
+        """The user's friendships (all, or of one status), each with the individual
+        chat of the pair when there is one."""
+        found = await self.db.fetchall(
+            "SELECT u.id, u.name, u.avatar, f.status, f.requested_by, ch.id"
+            " FROM friendships f JOIN users u ON u.id = f.other_user_id"
+            " LEFT JOIN chat_headers ch ON"
+            "  ch.user_low = (CASE WHEN f.user_id < f.other_user_id"
+            "                 THEN f.user_id ELSE f.other_user_id END)"
+            "  AND ch.user_high = (CASE WHEN f.user_id < f.other_user_id"
+            "                 THEN f.other_user_id ELSE f.user_id END)"
+            " WHERE f.user_id = ? AND (? < 0 OR f.status = ?)"
+            " ORDER BY u.name, u.id",
+            user_id, -1 if status is None else status, -1 if status is None else status)
+        return [types.Friend(rows.user(r[:3]), r[3], r[4], r[5]) for r in found]
+
+    async def friend_ids(self, user_id: str) -> list[str]:
+        found = await self.db.fetchall(
+            "SELECT other_user_id FROM friendships WHERE user_id = ? AND status = ?",
+            user_id, int(S.ACCEPTED))
+        return [r[0] for r in found]
+
+    async def _get(self, txn, user_id, other_id):
+        return await txn.fetchone(
+            "SELECT status, requested_by, blocked_by FROM friendships"
+            " WHERE user_id = ? AND other_user_id = ?", user_id, other_id)
+
+    async def _write_pair(self, txn, a, b, status, requested_by, blocked_by, now_ms):
+        for x, y in ((a, b), (b, a)):
+            result = await txn.execute(
+                "UPDATE friendships SET status = ?, requested_by = ?, blocked_by = ?,"
+                " update_ms = ? WHERE user_id = ? AND other_user_id = ?",
+                status, requested_by, blocked_by, now_ms, x, y)
+            if result.rowcount == 0:
+                await txn.execute(
+                    "INSERT INTO friendships (user_id, other_user_id, status, requested_by,"
+                    " blocked_by, creation_ms, update_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    x, y, status, requested_by, blocked_by, now_ms, now_ms)
+
+    async def change_friendship(self, user_id: str, other_id: str, action: str,
+                                now_ms: int) -> int | None:
+        """Apply a friendship action by ``user_id``; returns the new status (None when
+        the friendship is gone)."""
+        async def txn_fn(txn):
+            row = await self._get(txn, user_id, other_id)
+            status, requested_by, blocked_by = row if row else (None, None, None)
+            if status == S.BLOCKED and action != "unblock":
+                raise Forbidden("This friendship is blocked.")
+            if action == "request":
+                if status == S.ACCEPTED:
+                    raise Conflict("You are already friends.")
+                if status == S.PENDING and requested_by == other_id:
+                    # Both asked: that is an acceptance.
+                    new = S.ACCEPTED
+                elif status == S.PENDING:
+                    raise Conflict("A friend request is already pending.")
+                else:
+                    new = S.PENDING
+                    requested_by = user_id
+                await self._write_pair(txn, user_id, other_id, int(new), requested_by,
+                                       None, now_ms)
+                return int(new)
+            if action in ("accept", "reject"):
+                if status != S.PENDING or requested_by == user_id:
+                    raise NotFound("There is no friend request from this user to answer.")
+                new = S.ACCEPTED if action == "accept" else S.REJECTED
+                await self._write_pair(txn, user_id, other_id, int(new), requested_by,
+                                       None, now_ms)
+                return int(new)
+            if action == "block":
+                await self._write_pair(txn, user_id, other_id, int(S.BLOCKED),
+                                       requested_by or user_id, user_id, now_ms)
+                return int(S.BLOCKED)
+            if action in ("unblock", "delete"):
+                if row is None:
+                    raise NotFound("There is no friendship with this user.")
+                if status == S.BLOCKED and blocked_by != user_id:
+                    raise Forbidden("Only the user who blocked may unblock.")
+                if action == "unblock" and status != S.BLOCKED:
+                    raise Conflict("This friendship is not blocked.")
+                await txn.execute(
+                    "DELETE FROM friendships WHERE (user_id = ? AND other_user_id = ?)"
+                    " OR (user_id = ? AND other_user_id = ?)",
+                    user_id, other_id, other_id, user_id)
+                return None
+            raise ValueError(action)
+        return await self.db.run(txn_fn)

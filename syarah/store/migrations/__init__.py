@@ -1,0 +1,64 @@
+"""Versioned schema migrations.
+
+Each module ``vNNNN_name.py`` holds ``STATEMENTS``, a list of DDL strings using the
+engine tokens ``{pk}``, ``{text}``, ``{bool}`` and ``{table_options}``. Versions are
+applied in order, each recorded in ``schema_version``; a migration never changes once
+it has shipped: a later one alters what it made.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+import time
+
+log = logging.getLogger(__name__)
+
+
+def available() -> list[tuple[int, str, list[str]]]:
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("v"):
+            continue
+        version = int(info.name[1:5])
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        found.append((version, info.name, module.STATEMENTS))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"two migrations share a version: {versions}")
+    return found
+
+
+async def current_version(db) -> int:
+    async def q(txn):
+        await txn.execute(db.engine.ddl(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version INT NOT NULL PRIMARY KEY,"
+            " name VARCHAR(200) NOT NULL,"
+            " applied_ms BIGINT NOT NULL) {table_options}"))
+        row = await txn.fetchone("SELECT MAX(version) FROM schema_version")
+        return row[0] or 0
+    return await db.run(q)
+
+
+async def migrate(db) -> list[str]:
+    """Apply every migration newer than the database. Returns the names applied."""
+    done = await current_version(db)
+    applied = []
+    for version, name, statements in available():
+        if version <= done:
+            continue
+
+        async def apply(txn, version=version, name=name, statements=statements):
+            for statement in statements:
+                await txn.execute(db.engine.ddl(statement))
+            await txn.execute(
+                "INSERT INTO schema_version (version, name, applied_ms) VALUES (?, ?, ?)",
+                version, name, int(time.time() * 1000))
+
+        log.info("applying migration %s", name)
+        await db.run(apply)
+        applied.append(name)
+    return applied

@@ -1,0 +1,91 @@
+"""Domain records as the store hands them to the handlers. Times are integer
+milliseconds since the epoch (UTC), the one form both engines store and sort alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class MessageType(IntEnum):
+    TEXT = 0
+    AUDIO = 1
+    IMAGE = 2
+    FILE = 3
+    VIDEO = 4
+
+
+class FriendshipStatus(IntEnum):
+    PENDING = 0
+    ACCEPTED = 1
+    REJECTED = 2
+    BLOCKED = 3
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    name: str
+    avatar: str | None = None
+
+
+@dataclass
+class Message:
+    id: int
+    chat_header_id: int
+    user_id: str
+    message: str
+    message_type: int
+    caption: str | None
+    creation_ms: int
+    last_modification_ms: int | None
+    client_message_id: str | None
+    # The author, joined in by the store so a message never needs a second lookup.
+    author: User | None = None
+
+
+@dataclass
+class Chat:
+    id: int
+    is_group: bool
+    name: str | None
+    avatar: str | None
+    creator_id: str | None
+    creation_ms: int
+    last_message_id: int | None
+    last_message_ms: int | None
+    # For an individual chat: the two users, lower id first.
+    user_low: str | None = None
+    user_high: str | None = None
+
+    def other_user(self, user_id: str) -> str | None:
+        if self.is_group:
+            return None
+        return self.user_high if self.user_low == user_id else self.user_low
+
+
+@dataclass
+class Member:
+    chat_header_id: int
+    user: User
+    last_read_message_id: int
+
+
+@dataclass
+class Friend:
+    user: User
+    status: int
+    requested_by: str
+    chat_header_id: int | None = None
+
+
+@dataclass
+class ChatSummary:
+    """A chat as a user's chat list shows it: the chat, its last message, the caller's
+    unread count, and (individual chats) the other user and the friendship status."""
+
+    chat: Chat
+    last_message: Message | None
+    unread_count: int
+    other_user: User | None = None
+    friendship_status: int | None = None
