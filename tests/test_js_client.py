@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 
 import pytest
 
@@ -23,11 +24,18 @@ TRANSPORTS = ("websocket", "polling")
 NODE_TIMEOUT = 180
 
 
+def node_version(node: str) -> tuple[int, ...]:
+    out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout
+    return tuple(int(part) for part in re.findall(r"\d+", out)[:2]) or (0,)
+
+
 def node_or_skip() -> str:
     node = shutil.which("node")
     missing = None
     if node is None:
         missing = "node is not installed (the JavaScript client tests need Node.js 20.14+)"
+    elif node_version(node) < (20, 14):
+        missing = f"node {'.'.join(map(str, node_version(node)))} is too old: need 20.14+"
     elif not os.path.isdir(os.path.join(JS_DIR, "node_modules", "socket.io-client")):
         missing = "tests/js/node_modules is missing: run bin/setup-env --test (npm ci)"
     if missing:
