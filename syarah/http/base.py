@@ -79,8 +79,8 @@ class ApiHandler(tornado.web.RequestHandler):
 
     async def context(self) -> Context:
         identity = self.services.verifier.verify(self.bearer())
-        await self.services.users.ensure(identity.user)
-        return Context(self.services, identity.user)
+        user = await self.services.users.ensure(identity.user, identity.issued_at)
+        return Context(self.services, user)
 
     def json_body(self) -> dict:
         body = self.request.body
