@@ -154,6 +154,19 @@ def _joined(parser: OptionParser, argv: list[str]) -> list[str]:
     return out
 
 
+def _check_flags(argv: list[str]) -> None:
+    """Name the flag whose value is wrong (tornado's own error does not)."""
+    probe = make_parser()
+    for arg in argv:
+        name, eq, value = arg.lstrip("-").partition("=")
+        opt = probe._options.get(probe._normalize_name(name))
+        if eq and opt is not None:
+            try:
+                opt.parse(value)
+            except ValueError:
+                raise OptionsError(f"--{name}={value!r} is not a valid {opt.type.__name__}.")
+
+
 def _bool_text(value: str) -> str:
     # tornado reads every bool text but false/0/f as true: no, off and "" are false too.
     return "false" if value.strip().lower() in ("no", "off", "") else value
@@ -175,6 +188,7 @@ def load(argv: list[str] | None = None, environ=None) -> Settings:
     environ = os.environ if environ is None else environ
     parser = make_parser()
     argv = _bool_words(parser, _joined(parser, list(argv if argv is not None else [])))
+    _check_flags(argv)
     try:
         # First pass only to learn --config; flags are parsed again last so they win.
         parser.parse_command_line(["syarah-server"] + argv, final=False)
