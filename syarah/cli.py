@@ -33,7 +33,11 @@ def migrate_main(argv: list[str] | None = None) -> int:
             print(f"applied {name}")
         print(f"schema at version {version}")
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except ValueError as exc:
+        print(f"syarah-migrate: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
