@@ -10,7 +10,7 @@ import sys
 import tornado.web
 
 from syarah.auth import strip_bearer
-from syarah.errors import ChatError, Unauthorized, Validation
+from syarah.errors import ChatError, PayloadTooLarge, Unauthorized, Validation
 from syarah.handlers.context import Context, Services
 from syarah.protocol.outbound import to_wire
 
@@ -85,7 +85,7 @@ class ApiHandler(tornado.web.RequestHandler):
     def json_body(self) -> dict:
         body = self.request.body
         if len(body) > MAX_JSON_BODY:
-            raise Validation("The request body is too large.")
+            raise PayloadTooLarge("The request body is too large.")
         try:
             data = json.loads(body or b"{}")
         except ValueError:
