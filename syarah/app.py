@@ -26,7 +26,7 @@ def make_app(services, sio, extra_routes=()) -> tornado.web.Application:
         (r"/socket.io/", socketio_handler(sio, services.settings.websocket_compression)),
         (r"/api/chat/getChatHeaderAsync", api.ChatHeaderHandler, s),
         (r"/api/friendships", api.FriendshipsHandler, s),
-        (r"/api/friendships/([^/]+)", api.FriendshipActionHandler, s),
+        (r"/api/friendships/([^/]+)", api.FriendshipHandler, s),
         (r"/api/friendships/([^/]+)/(accept|reject|block|unblock)",
          api.FriendshipActionHandler, s),
         (r"/api/chat/groups", api.GroupsHandler, s),

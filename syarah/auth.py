@@ -27,6 +27,8 @@ CACHE_SIZE = 50_000
 class Identity:
     user: User
     expires_at: float
+    # When the claims were true (`iat`, else `nbf`); None when the token says neither.
+    issued_at: float | None = None
 
 
 def strip_bearer(token: str | None) -> str | None:
@@ -90,7 +92,9 @@ class TokenVerifier:
             raise Unauthorized(f"The access token has no {exc.claim!r} claim.")
         except jwt.PyJWTError:
             raise Unauthorized("The access token is not valid.")
-        identity = Identity(self._user_from(claims), float(claims["exp"]))
+        issued = claims.get("iat", claims.get("nbf"))
+        identity = Identity(self._user_from(claims), float(claims["exp"]),
+                            float(issued) if isinstance(issued, (int, float)) else None)
         self._cache[token] = identity
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)

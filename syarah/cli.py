@@ -14,7 +14,11 @@ from syarah.store.migrations import current_version, migrate
 
 def migrate_main(argv: list[str] | None = None) -> int:
     """syarah-migrate [--config FILE] [--database-url URL]: apply pending migrations."""
-    settings = options.load(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = options.load(sys.argv[1:] if argv is None else argv)
+    except options.OptionsError as exc:
+        print(f"syarah-migrate: {exc}", file=sys.stderr)
+        return 2
     logs.configure(settings.log_level, settings.log_format)
 
     async def run():
@@ -29,7 +33,11 @@ def migrate_main(argv: list[str] | None = None) -> int:
             print(f"applied {name}")
         print(f"schema at version {version}")
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except ValueError as exc:
+        print(f"syarah-migrate: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -44,7 +52,11 @@ def mint_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--avatar", default=None)
     parser.add_argument("--hours", type=float, default=24.0)
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    settings = options.load(rest)
+    try:
+        settings = options.load(rest)
+    except options.OptionsError as exc:
+        print(f"syarah-mint-token: {exc}", file=sys.stderr)
+        return 2
     if not settings.jwt_secret:
         print("jwt_secret is not set: pass --jwt-secret, SYARAH_JWT_SECRET or --config",
               file=sys.stderr)

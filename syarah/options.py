@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
+from tornado.options import Error as TornadoOptionsError
 from tornado.options import OptionParser
 
 from syarah import paths
@@ -59,6 +60,12 @@ _DEFS = [
 ]
 
 NAMES = [d[0] for d in _DEFS]
+
+_BOOL_WORDS = {"true", "false", "1", "0", "yes", "no", "on", "off"}
+
+
+class OptionsError(ValueError):
+    """A setting that cannot be used; the message names it and says why."""
 
 
 @dataclass(frozen=True)
@@ -127,21 +134,82 @@ def _from_env(parser: OptionParser, environ) -> None:
             continue
         opt = parser._options[parser._normalize_name(name)]
         # tornado's own flag parser knows how to turn text into each option's type
-        opt.parse(raw)
+        try:
+            opt.parse(_bool_text(raw) if opt.type is bool else raw)
+        except ValueError:
+            raise OptionsError(f"SYARAH_{name.upper()}={raw!r} is not a valid "
+                               f"{opt.type.__name__}.")
+
+
+def _joined(parser: OptionParser, argv: list[str]) -> list[str]:
+    """Accept `--name value` as well as tornado's `--name=value`: people type both, and
+    `--flag false` would otherwise silently mean true."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        opt = None
+        if arg.startswith("-") and "=" not in arg:
+            opt = parser._options.get(parser._normalize_name(arg.lstrip("-")))
+        if opt is not None and i + 1 < len(argv) and (
+                opt.type is not bool or argv[i + 1].lower() in _BOOL_WORDS):
+            out.append(f"{arg}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def _check_flags(argv: list[str]) -> None:
+    """Name the flag whose value is wrong (tornado's own error does not)."""
+    probe = make_parser()
+    for arg in argv:
+        name, eq, value = arg.lstrip("-").partition("=")
+        opt = probe._options.get(probe._normalize_name(name))
+        if eq and opt is not None:
+            try:
+                opt.parse(value)
+            except ValueError:
+                raise OptionsError(f"--{name}={value!r} is not a valid {opt.type.__name__}.")
+
+
+def _bool_text(value: str) -> str:
+    # tornado reads every bool text but false/0/f as true: no, off and "" are false too.
+    return "false" if value.strip().lower() in ("no", "off", "") else value
+
+
+def _bool_words(parser: OptionParser, argv: list[str]) -> list[str]:
+    out = []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        opt = parser._options.get(parser._normalize_name(name.lstrip("-")))
+        if eq and opt is not None and opt.type is bool:
+            arg = f"{name}={_bool_text(value)}"
+        out.append(arg)
+    return out
 
 
 def load(argv: list[str] | None = None, environ=None) -> Settings:
     """Build the settings from defaults, config file, environment and flags."""
     environ = os.environ if environ is None else environ
-    argv = list(argv if argv is not None else [])
     parser = make_parser()
-    # First pass only to learn --config; flags are parsed again last so that they win.
-    parser.parse_command_line(["syarah-server"] + argv, final=False)
-    config = parser.config or environ.get("SYARAH_CONFIG", "")
-    if config:
-        parser.parse_config_file(paths.resolve(config), final=False)
-    _from_env(parser, environ)
-    parser.parse_command_line(["syarah-server"] + argv, final=False)
+    argv = _bool_words(parser, _joined(parser, list(argv if argv is not None else [])))
+    _check_flags(argv)
+    try:
+        # First pass only to learn --config; flags are parsed again last so they win.
+        parser.parse_command_line(["syarah-server"] + argv, final=False)
+        config = parser.config or environ.get("SYARAH_CONFIG", "")
+        if config:
+            try:
+                parser.parse_config_file(paths.resolve(config), final=False)
+            except Exception as exc:
+                raise OptionsError(f"cannot read the config file {config}: {exc}") from exc
+        _from_env(parser, environ)
+        parser.parse_command_line(["syarah-server"] + argv, final=False)
+    except (TornadoOptionsError, ValueError) as exc:
+        if isinstance(exc, OptionsError):
+            raise
+        raise OptionsError(str(exc)) from exc
     values = {f.name: getattr(parser, f.name) for f in fields(Settings)}
     return Settings(**values)
 

@@ -133,7 +133,11 @@ async def serve(settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = options.load(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = options.load(sys.argv[1:] if argv is None else argv)
+    except options.OptionsError as exc:
+        print(f"syarah-server: {exc}", file=sys.stderr)
+        return 2
     logs.configure(settings.log_level, settings.log_format)
     try:
         return asyncio.run(serve(settings))

@@ -48,7 +48,7 @@ async def open_socket(services: Services, sid: str, environ: dict, auth) -> Sock
         if user_id is not None and identity.user.id != user_id:
             raise Unauthorized("The access token belongs to another user than userId.")
         user_id = identity.user.id
-        await services.users.ensure(identity.user)
+        await services.users.ensure(identity.user, identity.issued_at)
     elif services.settings.require_connect_token:
         raise Unauthorized("This server requires an access token to connect: "
                            "pass auth: {accessToken}.")

@@ -50,29 +50,54 @@ class Rooms:
         await self.sio.leave_room(sid, chat_room(chat_id))
 
     def has_joined(self, sid: str, chat_id: int) -> bool:
-        return chat_room(chat_id) in self.sio.rooms(sid)
+        # A lookup in the room itself: sio.rooms(sid) walks every room of the node.
+        room = self.sio.manager.rooms.get("/", {}).get(chat_room(chat_id))
+        return room is not None and sid in room
+
+    async def evict(self, user_id: str, chat_id: int) -> list[str]:
+        """Take a user's sockets on this node out of a chat's room (removed from a
+        group), so that the room's broadcasts stop reaching them. Returns their sids."""
+        sids = [sid for sid, _ in self.sio.manager.get_participants("/", user_room(user_id))]
+        for sid in sids:
+            await self.sio.leave_room(sid, chat_room(chat_id))
+        return sids
 
     async def join_user(self, sid: str, user_id: str):
         await self.sio.enter_room(sid, user_room(user_id))
 
 
+# How long a user's stored name and avatar are trusted without a look at the store: a
+# rename through the service API on another node shows here within this time.
+PROFILE_TTL_SECONDS = 60.0
+
+
 class UserDirectory:
-    """Keeps the users table in step with token claims without a write per event."""
+    """Keeps the users table in step with token claims without a write per event, and
+    answers who the caller is as the store knows them (a rename through the service
+    API wins over the claims of a token issued before it)."""
 
     def __init__(self, store):
         self.store = store
-        self._seen: dict[str, User] = {}
+        # user id -> (the claims last applied, the stored profile, when to look again)
+        self._seen: dict[str, tuple[User, User, float]] = {}
 
-    async def ensure(self, user: User) -> User:
-        if self._seen.get(user.id) != user:
-            await self.store.upsert_user(user, now_ms())
-            self._seen[user.id] = user
-            if len(self._seen) > 100_000:
-                self._seen.clear()
-        return user
+    async def ensure(self, user: User, issued_at: float | None = None) -> User:
+        """The caller's profile as stored, after applying the token's claims."""
+        seen = self._seen.get(user.id)
+        if seen is not None and seen[0] == user and seen[2] > time.monotonic():
+            return seen[1]
+        issued_ms = int(issued_at * 1000) if issued_at is not None else None
+        stored = await self.store.update_user_from_claims(user, now_ms(), issued_ms)
+        if len(self._seen) >= 100_000:
+            self._seen.clear()
+        self._seen[user.id] = (user, stored, time.monotonic() + PROFILE_TTL_SECONDS)
+        return stored
 
-    def forget(self, user_id: str):
-        self._seen.pop(user_id, None)
+    def renamed(self, user: User):
+        """The service API changed a profile: later events show it at once."""
+        seen = self._seen.get(user.id)
+        if seen is not None:
+            self._seen[user.id] = (seen[0], user, seen[2])
 
 
 @dataclass
@@ -115,9 +140,9 @@ async def authenticate(services: Services, socket: SocketState,
         identity = services.verifier.verify(token)
         if identity.user.id != socket.user_id:
             raise Unauthorized("The access token belongs to another user than this socket.")
-        await services.users.ensure(identity.user)
+        user = await services.users.ensure(identity.user, identity.issued_at)
         socket.identity = identity
-        return identity.user
+        return user
     identity = socket.identity
     if identity is None:
         raise Unauthorized("An access token is required: send accessToken with the "
@@ -125,4 +150,4 @@ async def authenticate(services: Services, socket: SocketState,
     if identity.expires_at + 30 < time.time():
         socket.identity = None
         raise Unauthorized("The access token has expired.")
-    return identity.user
+    return await services.users.ensure(identity.user, identity.issued_at)

@@ -41,14 +41,20 @@ class FriendshipsHandler(ApiHandler):
         self.reply(await friendships.change_friendship(ctx, body.user_id, "request"))
 
 
+class FriendshipHandler(ApiHandler):
+    """DELETE /api/friendships/{userId}"""
+
+    async def delete(self, user_id):
+        ctx = await self.context()
+        self.reply(await friendships.change_friendship(ctx, _guid(user_id, "userId"), "delete"))
+
+
 class FriendshipActionHandler(ApiHandler):
+    """POST /api/friendships/{userId}/accept|reject|block|unblock"""
+
     async def post(self, user_id, action):
         ctx = await self.context()
         self.reply(await friendships.change_friendship(ctx, _guid(user_id, "userId"), action))
-
-    async def delete(self, user_id, action=None):
-        ctx = await self.context()
-        self.reply(await friendships.change_friendship(ctx, _guid(user_id, "userId"), "delete"))
 
 
 class GroupsHandler(ApiHandler):
@@ -83,7 +89,7 @@ class AdminUserHandler(ApiHandler):
         body = decode(dto.AdminUser, self.json_body())
         user = User(user_id, body.name, body.avatar)
         await self.services.store.upsert_user(user, now_ms())
-        self.services.users.forget(user_id)
+        self.services.users.renamed(user)
         self.reply({"id": user.id, "name": user.name, "avatar": user.avatar})
 
 

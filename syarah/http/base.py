@@ -10,7 +10,7 @@ import sys
 import tornado.web
 
 from syarah.auth import strip_bearer
-from syarah.errors import ChatError, Unauthorized, Validation
+from syarah.errors import ChatError, PayloadTooLarge, Unauthorized, Validation
 from syarah.handlers.context import Context, Services
 from syarah.protocol.outbound import to_wire
 
@@ -79,13 +79,13 @@ class ApiHandler(tornado.web.RequestHandler):
 
     async def context(self) -> Context:
         identity = self.services.verifier.verify(self.bearer())
-        await self.services.users.ensure(identity.user)
-        return Context(self.services, identity.user)
+        user = await self.services.users.ensure(identity.user, identity.issued_at)
+        return Context(self.services, user)
 
     def json_body(self) -> dict:
         body = self.request.body
         if len(body) > MAX_JSON_BODY:
-            raise Validation("The request body is too large.")
+            raise PayloadTooLarge("The request body is too large.")
         try:
             data = json.loads(body or b"{}")
         except ValueError:

@@ -9,7 +9,7 @@ from syarah.store.chats import ChatStore
 from syarah.store.database import Database
 from syarah.store.friendships import FriendshipStore
 from syarah.store.messages import Duplicate, MessageStore
-from syarah.store.migrations import migrate
+from syarah.store.migrations import SchemaOutOfDate, migrate, pending
 from syarah.store.users import UserStore
 
 __all__ = ["DataStore", "Database", "Duplicate", "open_store"]
@@ -31,4 +31,12 @@ async def open_store(url: str, *, pool_size: int = 10, timeout: float = 5.0,
     db = await Database.connect(url, pool_size=pool_size, timeout=timeout)
     if run_migrations:
         await migrate(db)
+    else:
+        missing = await pending(db)
+        if missing:
+            # Serving on an older schema fails on the first query; say so at start.
+            await db.close()
+            raise SchemaOutOfDate(
+                f"the database lacks migration(s) {', '.join(missing)}: run "
+                "syarah-migrate first, or start with --migrate-on-start=true")
     return DataStore(db)

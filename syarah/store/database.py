@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 DEADLOCK_RETRIES = 5
 
 
+class CannotOpen(ValueError):
+    """The store named by database_url cannot be opened at start: a setting to fix, so
+    the commands report it as one (no traceback, exit 2)."""
+
+
 class Result:
     __slots__ = ("rowcount", "lastrowid")
 
@@ -66,7 +71,12 @@ class Database:
             db = MysqlDatabase(parsed, pool_size, timeout)
         else:
             raise ValueError(f"unsupported database_url scheme {parsed.scheme!r}")
-        await db.open()
+        try:
+            await db.open()
+        except Exception as exc:
+            where = (_sqlite_path(url) if parsed.scheme == "sqlite"
+                     else f"{parsed.hostname}:{parsed.port or 3306}{parsed.path}")
+            raise CannotOpen(f"cannot open the database at {where}: {exc}") from exc
         return db
 
     async def open(self):

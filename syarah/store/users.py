@@ -13,6 +13,29 @@ class UserStore:
             ("name", "avatar", "update_ms"))
         await self.db.execute(sql, user.id, user.name, user.avatar, now_ms, now_ms)
 
+    async def update_user_from_claims(self, user: types.User, now_ms: int,
+                                      issued_ms: int | None) -> types.User:
+        """Create the user, or bring name and avatar up to date from a token's claims,
+        unless the row holds newer facts: a rename through the service API after the
+        token was issued must survive that token's next use. Returns the stored user."""
+        stamp = issued_ms if issued_ms is not None else now_ms
+
+        async def txn_fn(txn):
+            row = await txn.fetchone(
+                "SELECT name, avatar, update_ms FROM users WHERE id = ?", user.id)
+            if row is None:
+                await txn.execute(self.db.engine.insert_or_ignore(
+                    "INSERT INTO users (id, name, avatar, creation_ms, update_ms)"
+                    " VALUES (?, ?, ?, ?, ?)"), user.id, user.name, user.avatar, now_ms, stamp)
+                return user
+            if (row[0], row[1]) != (user.name, user.avatar) and row[2] <= stamp:
+                await txn.execute(
+                    "UPDATE users SET name = ?, avatar = ?, update_ms = ? WHERE id = ?",
+                    user.name, user.avatar, stamp, user.id)
+                return user
+            return rows.user((user.id, row[0], row[1]))
+        return await self.db.run(txn_fn)
+
     async def get_user(self, user_id: str) -> types.User | None:
         row = await self.db.fetchone(
             "SELECT id, name, avatar FROM users WHERE id = ?", user_id)

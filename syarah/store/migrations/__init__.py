@@ -43,6 +43,16 @@ async def current_version(db) -> int:
     return await db.run(q)
 
 
+class SchemaOutOfDate(ValueError):
+    """The database lacks migrations and the server was told not to apply them."""
+
+
+async def pending(db) -> list[str]:
+    """Names of the migrations this code knows that the database has not had."""
+    done = await current_version(db)
+    return [name for version, name, _ in available() if version > done]
+
+
 async def migrate(db) -> list[str]:
     """Apply every migration newer than the database. Returns the names applied."""
     done = await current_version(db)
