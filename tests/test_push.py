@@ -584,3 +584,69 @@ def test_media_messages_say_what_they_are_not_their_path():
     message = fcm_message(_job(0, "hi"))
     assert message["apns"]["payload"]["aps"]["badge"] == 4
     assert all(isinstance(v, str) for v in message["data"].values())
+
+
+# Counters (in process: the worker over a real store, talking to the fake)
+
+async def test_every_decision_is_counted(store_kind, fake):
+    from prometheus_client import REGISTRY
+
+    from syarah.presence import LocalPresence
+    from syarah.push import metrics
+    from syarah.push.fcm import FcmClient, ServiceAccount
+    from syarah.push.service import PushService
+
+    url, cleanup = new_database_url(store_kind)
+    store = await open_store(url, pool_size=2)
+    presence = LocalPresence()
+    service = PushService(store, presence,
+                          FcmClient(ServiceAccount.load(fake.account_path), fake.url),
+                          max_attempts=2, retry_base=0.05)
+    now = int(time.time() * 1000)
+    ann, bob, cid, dan, eve, fay = (Author(str(uuid.uuid4()), n)
+                                    for n in ("Ann", "Bob", "Cid", "Dan", "Eve", "Fay"))
+    for u in (ann, bob, cid, dan, eve, fay):
+        await store.upsert_user(u, now)
+    group = await store.create_group("G", None, ann.id, [bob.id, cid.id, dan.id, eve.id], now)
+    pair_chat = await store.get_or_create_individual_chat(ann.id, fay.id, now)
+    tokens = {name: device_token() for name in ("bob", "bob_dead", "cid", "eve", "fay")}
+    for name, token in tokens.items():
+        owner = {"bob": bob, "bob_dead": bob, "cid": cid, "eve": eve, "fay": fay}[name]
+        await store.register_device(token, owner.id, "android", now)
+    fake.token_modes[tokens["bob_dead"]] = "unregistered"
+    fake.token_modes[tokens["cid"]] = "500"
+    await presence.add_socket(eve.id, "sid-eve")
+    await presence.set_viewing(eve.id, "sid-eve", group.id)
+    before = metrics.counters()
+    try:
+        hook = service.outbox_writer(None)
+        # Eve views the group, Dan has no device, Bob and Cid are queued.
+        first = await store.add_message(group.id, ann, "hi all", 0, None, None, now,
+                                        after_insert=hook)
+        # Fay reads the first before any push goes; the second is deleted.
+        await store.add_message(pair_chat.id, ann, "one", 0, None, None, now,
+                                after_insert=hook)
+        await store.mark_read(pair_chat.id, fay.id)
+        deleted = await store.add_message(pair_chat.id, ann, "two", 0, None, None, now,
+                                          after_insert=hook)
+        await store.delete_messages(pair_chat.id, ann.id, [deleted.id])
+        assert (await store.push_outbox_depth())["pending"] == 5
+
+        await service.start()
+        deadline = time.monotonic() + 10
+        while (await store.push_outbox_depth()) != {"pending": 0, "failed": 1}:
+            assert time.monotonic() < deadline, await store.push_outbox_depth()
+            await asyncio.sleep(0.05)
+    finally:
+        await service.stop(1)
+        await store.close()
+        cleanup()
+    after = metrics.counters()
+    delta = {k: after[k] - before[k] for k in after if after[k] != before[k]}
+    assert delta == {"skipped_viewing": 1, "skipped_no_device": 1, "pushed": 1,
+                     "token_removed": 1, "retried": 1, "failed": 1,
+                     "dropped_read": 1, "dropped_deleted": 1}, delta
+    assert REGISTRY.get_sample_value("syarah_push_pushed_total") == after["pushed"]
+    assert [s["message_id"] for s in fake.delivered(tokens["bob"])] == [str(first.id)]
+    assert len(fake.to(tokens["cid"])) == 2          # max_attempts
+    assert fake.to(tokens["fay"]) == [] and fake.to(tokens["eve"]) == []

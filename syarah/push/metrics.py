@@ -19,13 +19,16 @@ _DECISIONS = {
 
 COUNTERS = {name: Counter(f"syarah_push_{name}", help_)
             for name, help_ in _DECISIONS.items()}
+# The same numbers as a plain dict, for logs and for code without Prometheus.
+_totals = dict.fromkeys(_DECISIONS, 0)
 
 
 def count(decision: str, n: int = 1) -> None:
     if n:
         COUNTERS[decision].inc(n)
+        _totals[decision] += n
 
 
-def counters() -> dict[str, float]:
-    """Current values, by decision name."""
-    return {name: c._value.get() for name, c in COUNTERS.items()}
+def counters() -> dict[str, int]:
+    """Decisions so far in this process, by name."""
+    return dict(_totals)
