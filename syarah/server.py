@@ -91,15 +91,15 @@ class Node:
                 await asyncio.wait_for(self.sio.shutdown(), timeout=grace)
             except Exception:
                 log.warning("sockets did not all close in time")
+        push = getattr(getattr(self, "services", None), "push", None)
+        if push is not None:
+            # Unsent pushes stay in the outbox; the next start sends them.
+            await push.stop(grace)
         if self.http is not None:
             try:
                 await asyncio.wait_for(self.http.close_all_connections(), timeout=grace)
             except Exception:
                 pass
-        push = getattr(getattr(self, "services", None), "push", None)
-        if push is not None:
-            # Unsent pushes stay in the outbox; the next start sends them.
-            await push.stop(grace)
         if self.store is not None:
             await self.store.close()
         log.info("stopped")
