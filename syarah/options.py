@@ -37,6 +37,10 @@ _DEFS = [
     ("require_connect_token", False, bool,
      "refuse Socket.IO connections that carry no access token"),
     ("redis_url", "", str, "redis://host:6379/0 to run several nodes as one deployment"),
+    ("redis_prefix", "syarah", str,
+     "prefix of this deployment's Redis keys and channel (several can share a Redis)"),
+    ("presence_ttl", 45.0, float,
+     "seconds after which a silent node's users stop counting as online"),
     ("fcm_service_account_file", "", str, "Firebase service-account JSON (empty: no push)"),
     ("fcm_endpoint", "https://fcm.googleapis.com", str, "FCM HTTP v1 base URL"),
     ("push_concurrency", 8, int, "FCM sends in flight at once per process"),
@@ -80,6 +84,8 @@ class Settings:
     jwt_user_claim: str
     require_connect_token: bool
     redis_url: str
+    redis_prefix: str
+    presence_ttl: float
     fcm_service_account_file: str
     fcm_endpoint: str
     push_concurrency: int

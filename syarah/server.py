@@ -32,9 +32,10 @@ def make_verifier(settings) -> TokenVerifier:
         audience=settings.jwt_audience, user_claim=settings.jwt_user_claim)
 
 
-def make_socketio(settings) -> ChatServer:
+def make_socketio(settings, client_manager=None) -> ChatServer:
     return ChatServer(
         async_mode="tornado",
+        client_manager=client_manager,
         # Events of one socket run one after another, in the order it sent them, so
         # its messages are stored and delivered in that order; sockets still run
         # concurrently with each other.
@@ -62,9 +63,10 @@ class Node:
         self.store = await open_store(
             s.effective_database_url, pool_size=s.db_pool_size, timeout=s.db_timeout,
             run_migrations=s.migrate_on_start)
-        sio = make_socketio(s)
+        self.presence, manager = await self._scale_out()
+        sio = make_socketio(s, manager)
         services = Services(
-            store=self.store, presence=LocalPresence(), verifier=verifier,
+            store=self.store, presence=self.presence, verifier=verifier,
             rooms=Rooms(sio), users=UserDirectory(self.store), settings=s)
         self.services = services
         services.push = make_push(s, self.store, services.presence)
@@ -79,6 +81,25 @@ class Node:
         self.http.listen(s.port, s.address)
         log.info("Syarah Chat listening on %s:%d (store: %s)", s.address, s.port,
                  self.store.db.engine.name)
+
+    async def _scale_out(self):
+        """Without Redis this process is the whole server; with it, room emits and
+        presence are shared by every node of the deployment."""
+        s = self.settings
+        if not s.redis_url:
+            return LocalPresence(), None
+        import redis.asyncio
+        import socketio
+
+        from syarah.presence_redis import RedisPresence
+
+        self.redis = redis.asyncio.from_url(s.redis_url)
+        await self.redis.ping()
+        presence = RedisPresence(self.redis, prefix=s.redis_prefix, ttl=s.presence_ttl)
+        await presence.start()
+        manager = socketio.AsyncRedisManager(s.redis_url, channel=f"{s.redis_prefix}:socketio")
+        log.info("scale-out through Redis as node %s", presence.node_id)
+        return presence, manager
 
     async def stop(self):
         grace = self.settings.shutdown_grace
@@ -100,6 +121,9 @@ class Node:
                 await asyncio.wait_for(self.http.close_all_connections(), timeout=grace)
             except Exception:
                 pass
+        if getattr(self, "redis", None) is not None:
+            await self.presence.stop()
+            await self.redis.aclose()
         if self.store is not None:
             await self.store.close()
         log.info("stopped")

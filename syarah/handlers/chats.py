@@ -15,6 +15,10 @@ async def headers_for(ctx: Context, summaries: list[types.ChatSummary],
     """ChatHeader objects for a user's chats: members and presence in one query each."""
     store, presence = ctx.services.store, ctx.services.presence
     members = await store.get_members([s.chat.id for s in summaries])
+    missed = {}
+    if sync:
+        wanted = {s.chat.id: sync[s.chat.id] for s in summaries if s.chat.id in sync}
+        missed = await store.messages_after_many(wanted, PAGE_MAX)
     online = await presence.online({m.user.id for ms in members.values() for m in ms})
     headers = []
     for s in summaries:
@@ -31,9 +35,8 @@ async def headers_for(ctx: Context, summaries: list[types.ChatSummary],
                                if chat.last_message_ms is not None else None),
             unread_count=s.unread_count,
             members=[Member.of(m, m.user.id in online) for m in members[chat.id]])
-        if sync is not None and chat.id in sync:
-            missed = await store.messages_after(chat.id, sync[chat.id], PAGE_MAX)
-            header.new_messages = [ChatMessage.of(m) for m in missed]
+        if chat.id in missed:
+            header.new_messages = [ChatMessage.of(m) for m in missed[chat.id]]
         headers.append(header)
     return headers
 

@@ -105,12 +105,23 @@ class MessageStore:
             return [rows.message(r) for r in found], (total[0] if total else 0)
         return await self.db.run(txn_fn)
 
-    async def messages_after(self, chat_id: int, after_id: int, limit: int):
-        """Oldest first: what a client missed after ``after_id``."""
+    async def messages_after_many(self, after: dict[int, int], limit: int):
+        """For each chat id in ``after``, up to ``limit`` messages after the given id,
+        oldest first; one query however many chats are synced."""
+        if not after:
+            return {}
+        ranges = " OR ".join("(m.chat_header_id = ? AND m.id > ?)" for _ in after)
+        args = [v for pair in after.items() for v in pair]
         found = await self.db.fetchall(
-            _SELECT + " WHERE m.chat_header_id = ? AND m.id > ? ORDER BY m.id LIMIT ?",
-            chat_id, after_id, limit)
-        return [rows.message(r) for r in found]
+            f"SELECT * FROM (SELECT {MESSAGE_COLUMNS}, ROW_NUMBER() OVER"
+            " (PARTITION BY m.chat_header_id ORDER BY m.id) AS rn"
+            " FROM messages m LEFT JOIN users u ON u.id = m.user_id"
+            f" WHERE {ranges}) AS missed WHERE rn <= ? ORDER BY chat_header_id, id",
+            *args, limit)
+        out: dict[int, list[types.Message]] = {chat_id: [] for chat_id in after}
+        for r in found:
+            out[r[1]].append(rows.message(r))
+        return out
 
     async def update_message(self, message_id: int, chat_id: int, user_id: str,
                              text: str, caption: str | None, now_ms: int,
