@@ -650,3 +650,51 @@ async def test_every_decision_is_counted(store_kind, fake):
     assert [s["message_id"] for s in fake.delivered(tokens["bob"])] == [str(first.id)]
     assert len(fake.to(tokens["cid"])) == 2          # max_attempts
     assert fake.to(tokens["fay"]) == [] and fake.to(tokens["eve"]) == []
+
+
+# Two nodes: viewing state in Redis, one outbox shared
+
+async def test_two_nodes_see_each_others_viewers_and_send_each_push_once(
+        fake, make_server, clients):
+    from test_scaleout import REDIS_URL, redis_available
+
+    if not redis_available():
+        pytest.skip(f"Redis not reachable at {REDIS_URL}")
+    url, cleanup = new_database_url("mysql")
+    prefix = "syarah-push-" + uuid.uuid4().hex[:8]
+    nodes = []
+    try:
+        for _ in range(2):
+            nodes.append(make_server(
+                None, f"--redis-url={REDIS_URL}", f"--redis-prefix={prefix}",
+                *push_flags(fake, "--push-concurrency=2"), database_url=url))
+        one, two = nodes
+        ann, bob, cid = User(one, "Ann"), User(two, "Bob"), User(two, "Cid")
+        await register(ann, bob, cid)
+        bob_token, cid_token = device_token(), device_token()
+        add_device(bob, bob_token)
+        add_device(cid, cid_token)
+        a, b = await clients(ann), await clients(bob)
+        chat_id = await dm(a, bob)
+        await b.call("joinRoom", {"chatHeaderId": chat_id})
+        seen = await send(a, chat_id, "Bob views this on the other node")
+        await b.wait_for("message")
+        await b.call("leaveRoom", {"chatHeaderId": chat_id})
+        pushed = await send(a, chat_id, "Bob has left the room")
+        await until(lambda: fake.delivered(bob_token), what="push after leaving")
+        assert [s["message_id"] for s in fake.to(bob_token)] == [str(pushed["id"])]
+        assert str(seen["id"]) not in {s["message_id"] for s in fake.to(bob_token)}
+
+        # Cid is offline; both nodes drain the one outbox.
+        c = await clients(User(one, "Ann", user_id=ann.id))
+        cid_chat = await dm(c, cid)
+        ids = [(await send(c, cid_chat, f"n{i}"))["id"] for i in range(12)]
+        await until(lambda: len(fake.delivered(cid_token)) == 12, timeout=20,
+                    what="12 pushes")
+        await asyncio.sleep(0.5)
+        assert sorted(int(s["message_id"]) for s in fake.delivered(cid_token)) == ids
+    finally:
+        # Stopped before their database is dropped.
+        for node in nodes:
+            node.stop()
+        cleanup()
