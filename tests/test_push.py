@@ -686,9 +686,8 @@ async def test_two_nodes_see_each_others_viewers_and_send_each_push_once(
         assert str(seen["id"]) not in {s["message_id"] for s in fake.to(bob_token)}
 
         # Cid is offline; both nodes drain the one outbox.
-        c = await clients(User(one, "Ann", user_id=ann.id))
-        cid_chat = await dm(c, cid)
-        ids = [(await send(c, cid_chat, f"n{i}"))["id"] for i in range(12)]
+        cid_chat = await dm(a, cid)
+        ids = [(await send(a, cid_chat, f"n{i}"))["id"] for i in range(12)]
         await until(lambda: len(fake.delivered(cid_token)) == 12, timeout=20,
                     what="12 pushes")
         await asyncio.sleep(0.5)
