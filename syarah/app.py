@@ -33,6 +33,8 @@ def make_app(services, sio, extra_routes=()) -> tornado.web.Application:
         (r"/api/chat/groups/([0-9]+)/members", api.GroupMembersHandler, s),
         (r"/api/chat/groups/([0-9]+)/members/([^/]+)", api.GroupMembersHandler, s),
         (r"/api/admin/users/([^/]+)", api.AdminUserHandler, s),
+        (r"/api/chat/devices", api.DevicesHandler, s),
+        (r"/api/chat/devices/([^/]+)", api.DevicesHandler, s),
         (r"/healthz", api.HealthHandler, s),
         (r"/readyz", api.ReadyHandler, s),
         *extra_routes,

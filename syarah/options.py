@@ -44,6 +44,11 @@ _DEFS = [
      "seconds after which a silent node's users stop counting as online"),
     ("fcm_service_account_file", "", str, "Firebase service-account JSON (empty: no push)"),
     ("fcm_endpoint", "https://fcm.googleapis.com", str, "FCM HTTP v1 base URL"),
+    ("push_concurrency", 8, int, "FCM sends in flight at once per process"),
+    ("push_max_attempts", 8, int,
+     "sends of one push (429/5xx/network) before it is kept as failed"),
+    ("push_retry_base", 1.0, float,
+     "seconds before the first retry of a push; doubled each time after"),
     ("service_key", "", str, "key the main backend sends as X-Service-Key to /api/admin"),
     ("cors_allowed_origins", "*", str,
      "comma-separated origins allowed for Socket.IO and REST ('*' for any)"),
@@ -90,6 +95,9 @@ class Settings:
     presence_ttl: float
     fcm_service_account_file: str
     fcm_endpoint: str
+    push_concurrency: int
+    push_max_attempts: int
+    push_retry_base: float
     service_key: str
     cors_allowed_origins: str
     websocket_compression: bool

@@ -15,6 +15,7 @@ from syarah.auth import TokenVerifier
 from syarah.handlers.context import Rooms, Services, UserDirectory
 from syarah.handlers.dispatcher import ChatNamespace, ChatServer
 from syarah.presence import LocalPresence
+from syarah.push import make_push
 from syarah.store import open_store
 
 log = logging.getLogger("syarah.server")
@@ -68,6 +69,9 @@ class Node:
             store=self.store, presence=self.presence, verifier=verifier,
             rooms=Rooms(sio), users=UserDirectory(self.store), settings=s)
         self.services = services
+        services.push = make_push(s, self.store, services.presence)
+        if services.push is not None:
+            await services.push.start()
         self.namespace = ChatNamespace(services)
         sio.register_namespace(self.namespace)
         self.sio = sio
@@ -108,6 +112,10 @@ class Node:
                 await asyncio.wait_for(self.sio.shutdown(), timeout=grace)
             except Exception:
                 log.warning("sockets did not all close in time")
+        push = getattr(getattr(self, "services", None), "push", None)
+        if push is not None:
+            # Unsent pushes stay in the outbox; the next start sends them.
+            await push.stop(grace)
         if self.http is not None:
             try:
                 await asyncio.wait_for(self.http.close_all_connections(), timeout=grace)

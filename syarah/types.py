@@ -89,3 +89,26 @@ class ChatSummary:
     unread_count: int
     other_user: User | None = None
     friendship_status: int | None = None
+
+
+@dataclass
+class PushJob:
+    """An outbox row claimed for sending, with what deciding and sending it needs."""
+
+    id: int
+    token: str
+    user_id: str
+    chat_header_id: int
+    message_id: int
+    attempts: int
+    # None when the device was removed or now belongs to another user.
+    platform: str | None
+    device_user_id: str | None
+    # None when the message was deleted.
+    message: Message | None
+    chat_is_group: bool
+    chat_name: str | None
+    # None when the user is no longer a member of the chat.
+    last_read_message_id: int | None
+    # The user's unread messages over all chats: the app icon badge.
+    unread_count: int

@@ -93,6 +93,26 @@ class AdminUserHandler(ApiHandler):
         self.reply({"id": user.id, "name": user.name, "avatar": user.avatar})
 
 
+class DevicesHandler(ApiHandler):
+    """POST /api/chat/devices {token, platform}; DELETE /api/chat/devices/{token}:
+    the caller's devices for push (CONTRACT §5). Registered even with push off, so
+    that turning it on later finds the devices already known."""
+
+    async def post(self):
+        ctx = await self.context()
+        body = decode(dto.RegisterDevice, self.json_body())
+        platform = body.platform.strip().lower()
+        await self.services.store.register_device(body.token, ctx.user.id, platform,
+                                                  now_ms())
+        self.reply({"token": body.token, "platform": platform})
+
+    async def delete(self, token):
+        ctx = await self.context()
+        if not await self.services.store.unregister_device(token, ctx.user.id):
+            raise NotFound("That device token is not registered to you.")
+        self.reply({"token": token, "removed": True})
+
+
 class HealthHandler(ApiHandler):
     async def get(self):
         self.reply({"status": "up"})

@@ -161,4 +161,11 @@ class AdminUser:
     avatar: str | None = wire(Text(2048), "avatar", "Avatar")
 
 
+@dataclass
+class RegisterDevice:
+    # FCM registration tokens are ~160 characters; the column holds 512.
+    token: str = wire(Text(512, min_len=1), "token", "Token", required=True)
+    platform: str = wire(Text(20, min_len=1), "platform", "Platform", default="unknown")
+
+
 __all__ = [name for name in dir() if name[0].isupper()] + ["decode"]
