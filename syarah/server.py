@@ -14,6 +14,7 @@ from syarah.app import make_app
 from syarah.auth import TokenVerifier
 from syarah.handlers.context import Rooms, Services, UserDirectory
 from syarah.handlers.dispatcher import ChatNamespace, ChatServer
+from syarah.media.service import MediaService
 from syarah.presence import LocalPresence
 from syarah.store import open_store
 
@@ -53,6 +54,7 @@ class Node:
         self.store = None
         self.http = None
         self.namespace = None
+        self.media = None
         self.stopping = asyncio.Event()
 
     async def start(self):
@@ -65,6 +67,8 @@ class Node:
         services = Services(
             store=self.store, presence=LocalPresence(), verifier=verifier,
             rooms=Rooms(sio), users=UserDirectory(self.store), settings=s)
+        self.media = services.media = MediaService(s, self.store)
+        self.media.start()
         self.services = services
         self.namespace = ChatNamespace(services)
         sio.register_namespace(self.namespace)
@@ -92,6 +96,8 @@ class Node:
                 await asyncio.wait_for(self.http.close_all_connections(), timeout=grace)
             except Exception:
                 pass
+        if self.media is not None:
+            await self.media.stop()
         if self.store is not None:
             await self.store.close()
         log.info("stopped")

@@ -10,12 +10,13 @@ from syarah.store.database import Database
 from syarah.store.friendships import FriendshipStore
 from syarah.store.messages import Duplicate, MessageStore
 from syarah.store.migrations import migrate
+from syarah.store.uploads import UploadStore
 from syarah.store.users import UserStore
 
 __all__ = ["DataStore", "Database", "Duplicate", "open_store"]
 
 
-class DataStore(UserStore, ChatStore, MessageStore, FriendshipStore):
+class DataStore(UserStore, ChatStore, MessageStore, FriendshipStore, UploadStore):
     def __init__(self, db: Database):
         self.db = db
 
