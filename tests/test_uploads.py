@@ -4,6 +4,7 @@ against the real server on SQLite and MariaDB."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import os
@@ -199,6 +200,40 @@ async def test_an_animated_gif_stays_animated(server):
     im.seek(5)
     im.load()
     assert im.info.get("duration") == 80
+
+
+@functools.lru_cache(maxsize=1)
+def huge_png() -> bytes:
+    """36 megapixels that compress to ~2 MB: quick to send, seconds to decode."""
+    im = Image.new("RGB", (6000, 6000), (10, 120, 200))
+    draw = ImageDraw.Draw(im)
+    for x in range(0, 6000, 50):
+        draw.line([(x, 0), (6000 - x, 6000)], fill=(255, 255, 0), width=5)
+    out = io.BytesIO()
+    im.save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
+async def test_a_big_image_does_not_stall_other_requests(server):
+    ann = User(server, "Ann")
+    upload_task = asyncio.ensure_future(upload(server, ann, huge_png(), "pano.png", 2))
+    loop = asyncio.get_running_loop()
+    answered, worst = 0, 0.0
+    # Health checks while the picture is sent and converted: each is answered at once
+    # only if the conversion runs beside the event loop, not on it.
+    while not upload_task.done():
+        started = time.monotonic()
+        status, _, _ = await loop.run_in_executor(None, get, server, "/healthz")
+        assert status == 200
+        if not upload_task.done():
+            answered += 1
+            worst = max(worst, time.monotonic() - started)
+        await asyncio.sleep(0.02)
+    reply = upload_task.result()
+    assert reply.status == 200, reply.body
+    print(f"\n{answered} health checks answered during the upload, slowest {worst * 1000:.0f} ms")
+    assert answered >= 5
+    assert stored_image(server, reply.json["data"]).size == (1920, 1920)
 
 
 # ----- refused images

@@ -23,7 +23,8 @@ from streaming_form_data import StreamingFormDataParser
 from streaming_form_data.parser import ParseFailedException
 from streaming_form_data.targets import BaseTarget
 
-from syarah.errors import ChatError, Internal, PayloadTooLarge, UnsupportedMedia, Validation
+from syarah.errors import (ChatError, Internal, PayloadTooLarge, Unavailable,
+                           UnsupportedMedia, Validation)
 from syarah.http.base import ApiHandler
 from syarah.media.kinds import BY_FOLDER, CONTENT_TYPES
 from syarah.media.service import MIB, MediaService, client_extension
@@ -217,6 +218,8 @@ class UploadFileHandler(ApiHandler):
         if self.request.method != "POST":
             return
         media: MediaService = self.services.media
+        if media is None:
+            raise Unavailable("Uploads are not available on this server.")
         # The server-wide limit is sized for Socket.IO polling packets; this request
         # may stream up to the largest upload. data_received counts the body itself
         # so that an oversize one gets the envelope; Tornado's own check (a bare 400)
