@@ -5,7 +5,8 @@ from __future__ import annotations
 import socketio
 import tornado.web
 
-from syarah.http import api
+from syarah import paths
+from syarah.http import api, uploads
 
 
 def socketio_handler(sio, compression: bool):
@@ -35,6 +36,9 @@ def make_app(services, sio, extra_routes=()) -> tornado.web.Application:
         (r"/api/admin/users/([^/]+)", api.AdminUserHandler, s),
         (r"/api/chat/devices", api.DevicesHandler, s),
         (r"/api/chat/devices/([^/]+)", api.DevicesHandler, s),
+        (r"/api/chat/uploadFile", uploads.UploadFileHandler, s),
+        (r"/uploads/(.*)", uploads.UploadedFileHandler,
+         {"path": paths.resolve(services.settings.upload_dir), "services": services}),
         (r"/healthz", api.HealthHandler, s),
         (r"/readyz", api.ReadyHandler, s),
         *extra_routes,

@@ -28,6 +28,17 @@ _DEFS = [
      "seconds a database call may take before the event answers UNAVAILABLE"),
     ("migrate_on_start", True, bool, "apply schema migrations when the server starts"),
     ("upload_dir", "data/uploads", str, "folder where uploaded media is stored"),
+    ("upload_max_video_mb", 500, int, "largest video upload (messageType 4), in MiB"),
+    ("upload_max_audio_mb", 50, int, "largest audio upload (messageType 1), in MiB"),
+    ("upload_max_file_mb", 50, int, "largest document upload (messageType 3), in MiB"),
+    ("upload_max_image_mb", 25, int,
+     "largest image upload (messageType 2) before conversion, in MiB: a 50 MP phone "
+     "photo is 10-20 MiB as JPEG"),
+    ("image_max_pixels", 50_000_000, int,
+     "images with more pixels are refused before decoding (decompression bombs)"),
+    ("upload_orphan_hours", 24.0, float,
+     "an upload no message uses is deleted after this many hours"),
+    ("upload_cleanup_interval", 600.0, float, "seconds between sweeps for unused uploads"),
     ("jwt_secret", "", str, "shared secret for HS256 access tokens"),
     ("jwt_public_key_file", "", str, "PEM public key for RS256/ES256 access tokens"),
     ("jwt_algorithms", "HS256", str, "comma-separated algorithms accepted for tokens"),
@@ -83,6 +94,13 @@ class Settings:
     db_timeout: float
     migrate_on_start: bool
     upload_dir: str
+    upload_max_video_mb: int
+    upload_max_audio_mb: int
+    upload_max_file_mb: int
+    upload_max_image_mb: int
+    image_max_pixels: int
+    upload_orphan_hours: float
+    upload_cleanup_interval: float
     jwt_secret: str
     jwt_public_key_file: str
     jwt_algorithms: str

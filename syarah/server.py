@@ -14,6 +14,7 @@ from syarah.app import make_app
 from syarah.auth import TokenVerifier
 from syarah.handlers.context import Rooms, Services, UserDirectory
 from syarah.handlers.dispatcher import ChatNamespace, ChatServer
+from syarah.media.service import MediaService
 from syarah.presence import LocalPresence
 from syarah.push import make_push
 from syarah.store import open_store
@@ -55,6 +56,7 @@ class Node:
         self.store = None
         self.http = None
         self.namespace = None
+        self.media = None
         self.stopping = asyncio.Event()
 
     async def start(self):
@@ -68,6 +70,8 @@ class Node:
         services = Services(
             store=self.store, presence=self.presence, verifier=verifier,
             rooms=Rooms(sio), users=UserDirectory(self.store), settings=s)
+        self.media = services.media = MediaService(s, self.store)
+        self.media.start()
         self.services = services
         services.push = make_push(s, self.store, services.presence)
         if services.push is not None:
@@ -124,6 +128,8 @@ class Node:
         if getattr(self, "redis", None) is not None:
             await self.presence.stop()
             await self.redis.aclose()
+        if self.media is not None:
+            await self.media.stop()
         if self.store is not None:
             await self.store.close()
         log.info("stopped")

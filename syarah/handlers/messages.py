@@ -19,10 +19,33 @@ async def check_media(ctx: Context, message_type: int, path: str) -> None:
         await ctx.services.media.check_message_path(ctx.user.id, message_type, path)
 
 
+def in_transaction(*hooks):
+    """One ``(txn, message)`` hook running each given hook in turn (None: skipped)."""
+    hooks = [h for h in hooks if h is not None]
+    if not hooks:
+        return None
+
+    async def run_all(txn, message):
+        for hook in hooks:
+            await hook(txn, message)
+    return run_all
+
+
+def media_hook(ctx: Context, message_type: int, path: str):
+    """Marks the upload as used in the message's own transaction (so the orphan sweep
+    keeps it); refuses the message when the sweep removed it meanwhile."""
+    media = ctx.services.media
+    if message_type == MessageType.TEXT or media is None:
+        return None
+    return media.use_in_message(ctx.user.id, path)
+
+
 async def create_message(ctx: Context, e: dto.CreateMessage):
     await check_media(ctx, e.message_type, e.message)
     push = ctx.services.push
-    after_insert = push.outbox_writer(ctx) if push is not None else None
+    after_insert = in_transaction(
+        push.outbox_writer(ctx) if push is not None else None,
+        media_hook(ctx, e.message_type, e.message))
     try:
         message = await ctx.services.store.add_message(
             e.chat_header_id, ctx.user, e.message, e.message_type, e.caption,
@@ -55,11 +78,27 @@ async def find_all_messages(ctx: Context, e: dto.FindAllMessages):
 
 
 async def update_message(ctx: Context, e: dto.UpdateMessage):
-    async def check(existing):
+    store = ctx.services.store
+    # The media check reads the store, so it runs before the update's transaction
+    # (SQLite has one connection); the message's type is looked up for it first.
+    existing = await store.get_message(e.id)
+    if (existing is not None and existing.chat_header_id == e.chat_header_id
+            and existing.user_id == ctx.user.id):
         await check_media(ctx, existing.message_type, e.message)
 
-    message = await ctx.services.store.update_message(
-        e.id, e.chat_header_id, ctx.user.id, e.message, e.caption, now_ms(), check=check)
+    async def check(current):
+        # Shape only, no I/O: inside the transaction.
+        if current.message_type != MessageType.TEXT:
+            parse_media_path(e.message, current.message_type)
+
+    async def after_update(txn, message):
+        hook = media_hook(ctx, message.message_type, message.message)
+        if hook is not None:
+            await hook(txn, message)
+
+    message = await store.update_message(
+        e.id, e.chat_header_id, ctx.user.id, e.message, e.caption, now_ms(), check=check,
+        after_update=after_update)
     chat_message = ChatMessage.of(message)
     await ctx.services.rooms.to_chat(e.chat_header_id, "messageUpdated", chat_message)
     return MessageReply(e.chat_header_id, chat_message)

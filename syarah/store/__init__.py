@@ -11,12 +11,14 @@ from syarah.store.friendships import FriendshipStore
 from syarah.store.messages import Duplicate, MessageStore
 from syarah.store.migrations import SchemaOutOfDate, migrate, pending
 from syarah.store.push import PushStore
+from syarah.store.uploads import UploadStore
 from syarah.store.users import UserStore
 
 __all__ = ["DataStore", "Database", "Duplicate", "open_store"]
 
 
-class DataStore(UserStore, ChatStore, MessageStore, FriendshipStore, PushStore):
+class DataStore(UserStore, ChatStore, MessageStore, FriendshipStore, PushStore,
+                UploadStore):
     def __init__(self, db: Database):
         self.db = db
 

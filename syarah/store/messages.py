@@ -125,11 +125,11 @@ class MessageStore:
 
     async def update_message(self, message_id: int, chat_id: int, user_id: str,
                              text: str, caption: str | None, now_ms: int,
-                             check=None) -> types.Message:
+                             check=None, after_update=None) -> types.Message:
         """Change a message's text and caption; only its author may.
 
         ``check(message)`` may refuse the change (media paths) before anything is
-        written.
+        written; ``after_update(txn, message)`` runs in the same transaction.
         """
         async def txn_fn(txn):
             row = await txn.fetchone(_SELECT + " WHERE m.id = ?", message_id)
@@ -146,6 +146,8 @@ class MessageStore:
                 " WHERE id = ?", text, new_caption, now_ms, message_id)
             message.message, message.caption = text, new_caption
             message.last_modification_ms = now_ms
+            if after_update is not None:
+                await after_update(txn, message)
             return message
         return await self.db.run(txn_fn)
 

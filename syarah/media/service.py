@@ -1,0 +1,222 @@
+"""MediaService: where uploads live, their limits, turning a streamed upload into a
+stored file and a record, checking the paths that media messages carry, and sweeping
+uploads that no message ever used."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from syarah import paths
+from syarah.errors import UnsupportedMedia, Validation
+from syarah.handlers.context import now_ms
+from syarah.media import images, sniff
+from syarah.media.kinds import KINDS
+from syarah.protocol.media import URL_PREFIX, parse_media_path
+from syarah.types import MessageType
+
+log = logging.getLogger("syarah.media")
+
+MIB = 1024 * 1024
+# Room for the multipart boundaries, part headers and the messageType field.
+MULTIPART_OVERHEAD = 1 * MIB
+# A staged file not written to for this long belongs to a request that died with its
+# process; live uploads touch theirs with every chunk.
+STALE_PARTIAL_SECONDS = 3600
+SWEEP_BATCH = 500
+_SAFE_EXTENSION = re.compile(r"^[a-z0-9]{1,10}$")
+
+
+def client_extension(filename: str | None) -> str:
+    """The lower-case extension of the client's file name, or '' when it has none
+    that could be part of a stored name. Only the extension is ever used."""
+    if not filename:
+        return ""
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    if "." not in base:
+        return ""
+    ext = base.rsplit(".", 1)[1].strip().lower()
+    return ext if _SAFE_EXTENSION.match(ext) else ""
+
+
+class MediaService:
+    def __init__(self, settings, store):
+        self.store = store
+        self.root = paths.resolve(settings.upload_dir)
+        self.base = os.path.join(self.root, *URL_PREFIX.strip("/").split("/")[1:])
+        self.staging = os.path.join(self.base, ".partial")
+        self.max_pixels = settings.image_max_pixels
+        self.limits = {
+            MessageType.AUDIO: settings.upload_max_audio_mb * MIB,
+            MessageType.IMAGE: settings.upload_max_image_mb * MIB,
+            MessageType.FILE: settings.upload_max_file_mb * MIB,
+            MessageType.VIDEO: settings.upload_max_video_mb * MIB,
+        }
+        # Until the form says which type a file is, the largest limit holds.
+        self.max_limit = max(self.limits.values())
+        self.max_body = self.max_limit + MULTIPART_OVERHEAD
+        self.orphan_ms = int(settings.upload_orphan_hours * 3600 * 1000)
+        self.sweep_interval = settings.upload_cleanup_interval
+        # Two decodes at a time bound the memory a burst of big photos can take; the
+        # event loop never waits on Pillow.
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="images")
+        self._sweeper: asyncio.Task | None = None
+        images.configure(self.max_pixels)
+
+    # ----- lifecycle
+
+    def start(self) -> None:
+        for kind in KINDS.values():
+            os.makedirs(os.path.join(self.base, kind.folder), exist_ok=True)
+        os.makedirs(self.staging, exist_ok=True)
+        self._sweeper = asyncio.ensure_future(self._sweep_forever())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except (asyncio.CancelledError, Exception):
+                pass
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # ----- uploading
+
+    def limit(self, message_type: int | None) -> int:
+        return self.limits[message_type] if message_type else self.max_limit
+
+    def staging_path(self) -> str:
+        return os.path.join(self.staging, secrets.token_hex(16) + ".part")
+
+    def check_extension(self, message_type: int, ext: str) -> None:
+        allowed = KINDS[message_type].extensions
+        if allowed is not None and ext not in allowed:
+            what = "An audio" if message_type == MessageType.AUDIO else "A video"
+            raise UnsupportedMedia(
+                f"{what} file's name must end in one of: {', '.join(sorted(allowed))}.")
+
+    def check_content(self, message_type: int, head: bytes) -> None:
+        if not sniff.looks_like(message_type, head):
+            name = "an audio" if message_type == MessageType.AUDIO else "a video"
+            raise UnsupportedMedia(f"The file's content is not {name} file.")
+
+    async def store_upload(self, user_id: str, message_type: int, staged: str, ext: str,
+                           head: bytes) -> str:
+        """Turn a fully received staged file into a stored upload; returns its path.
+        The staged file is gone afterwards, whatever happens."""
+        kind = KINDS[message_type]
+        name = secrets.token_urlsafe(24)
+        try:
+            if message_type == MessageType.IMAGE:
+                ext = "webp"
+                final = self._final(kind.folder, name, ext)
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self.executor, images.convert_to_webp,
+                                           staged, final, self.max_pixels)
+            else:
+                if message_type in (MessageType.AUDIO, MessageType.VIDEO):
+                    self.check_extension(message_type, ext)
+                    self.check_content(message_type, head)
+                final = self._final(kind.folder, name, ext)
+                os.replace(staged, final)
+        finally:
+            _remove(staged)
+        path = f"{URL_PREFIX}{kind.folder}/{name}" + (f".{ext}" if ext else "")
+        try:
+            await self.store.add_upload(path, user_id, int(message_type),
+                                        os.path.getsize(final), now_ms())
+        except BaseException:
+            _remove(final)
+            raise
+        return path
+
+    def _final(self, folder: str, name: str, ext: str) -> str:
+        target = os.path.realpath(os.path.join(self.base, folder,
+                                               name + (f".{ext}" if ext else "")))
+        # The name is ours and the folder a constant, but a stored path outside the
+        # folder would be served: check anyway.
+        if os.path.dirname(target) != os.path.realpath(os.path.join(self.base, folder)):
+            raise Validation("The upload could not be placed.")
+        return target
+
+    def file_for(self, path: str) -> str:
+        return os.path.join(self.root, *path.strip("/").split("/")[1:])
+
+    # ----- media messages
+
+    async def check_message_path(self, user_id: str, message_type: int, path: str) -> None:
+        """A media message may carry only a path that uploadFile returned for that type,
+        whose file is still there, uploaded by the sender."""
+        parse_media_path(path, message_type)
+        if not os.path.isfile(self.file_for(path)):
+            raise Validation("That file does not exist (anymore); upload it again.")
+        upload = await self.store.get_upload(path)
+        if upload is None:
+            raise Validation("That file was not uploaded through uploadFile.")
+        if upload.user_id != user_id:
+            raise Validation("A message can only carry files that you uploaded.")
+        if upload.message_type != message_type:
+            raise Validation(f"That file was uploaded as message type "
+                             f"{upload.message_type}, not {message_type}.")
+
+    def use_in_message(self, user_id: str, path: str):
+        """A hook for the message's transaction: marks the upload used, so the sweep
+        keeps it, or refuses the message when the sweep took the file meanwhile."""
+        async def mark(txn, message):
+            if not await self.store.use_upload(txn, path, user_id, now_ms()):
+                raise Validation("That upload is no longer available; upload it again.")
+        return mark
+
+    # ----- disk hygiene
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("upload sweep failed; trying again next time")
+
+    async def sweep(self) -> int:
+        """Remove uploads that no message used within upload_orphan_hours, and staged
+        files of requests that died. Returns how many uploads were removed."""
+        removed = 0
+        cutoff = now_ms() - self.orphan_ms
+        while True:
+            batch = await self.store.unused_uploads(cutoff, SWEEP_BATCH)
+            for path in batch:
+                # The record goes first: a message that takes the upload at this
+                # moment then fails its own check instead of pointing at nothing.
+                if await self.store.forget_unused_upload(path):
+                    _remove(self.file_for(path))
+                    removed += 1
+            if len(batch) < SWEEP_BATCH:
+                break
+        stale = time.time() - STALE_PARTIAL_SECONDS
+        try:
+            with os.scandir(self.staging) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_file() and entry.stat().st_mtime < stale:
+                            _remove(entry.path)
+                    except OSError:
+                        pass
+        except FileNotFoundError:
+            pass
+        if removed:
+            log.info("removed %d uploads that no message used", removed)
+        return removed
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
