@@ -531,20 +531,23 @@ async def test_a_media_message_carries_only_its_senders_upload_of_that_type(serv
 
 
 async def test_uploads_no_message_used_are_swept(make_server, store_kind, clients):
-    srv = make_server(store_kind, "--upload-orphan-hours=0.0004",
+    # 3.6 s of grace: long enough for the used upload to become a message first even
+    # on a loaded machine, short enough to watch the others go.
+    srv = make_server(store_kind, "--upload-orphan-hours=0.001",
                       "--upload-cleanup-interval=0.3")
     ann, bob = User(srv, "Ann"), User(srv, "Bob")
     await register(ann, bob)
     a = await clients(ann)
     chat_id = await dm(a, bob)
     used = (await upload(srv, ann, wav(), "keep.wav", 1)).json["data"]
-    unused = (await upload(srv, ann, wav(), "drop.wav", 1)).json["data"]
-    late = (await upload(srv, ann, wav(), "late.wav", 1)).json["data"]
     ok = await a.call("createMessage", {"chatHeaderId": chat_id, "message": used,
                                         "messageType": 1})
     assert ok["chatMessage"]["message"] == used
-    deadline = time.monotonic() + 10
-    while get(srv, unused)[0] != 404 and time.monotonic() < deadline:
+    unused = (await upload(srv, ann, wav(), "drop.wav", 1)).json["data"]
+    late = (await upload(srv, ann, wav(), "late.wav", 1)).json["data"]
+    deadline = time.monotonic() + 30
+    while (get(srv, unused)[0] != 404 or get(srv, late)[0] != 404) \
+            and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
     assert get(srv, unused)[0] == 404
     assert get(srv, late)[0] == 404
