@@ -76,12 +76,13 @@ async def test_on_member_join_shows_the_member_online(server, clients):
     assert joined["member"]["userId"] == ann.id and joined["member"]["isOnline"] is True
 
 
-@pytest.mark.parametrize("token_of", ["other", "expired", "forged"])
+@pytest.mark.parametrize("token_of", ["other", "expired", "forged", "not text"])
 async def test_a_connection_with_a_bad_token_is_refused(server, token_of):
     ann, bob = User(server, "Ann"), User(server, "Bob")
     token = {"other": bob.token,
              "expired": mint(SECRET, ann.id, "Ann", hours=-1),
-             "forged": mint("x" * 40, ann.id, "Ann")}[token_of]
+             "forged": mint("x" * 40, ann.id, "Ann"),
+             "not text": "ey\ud800"}[token_of]
     sio = socketio.AsyncClient(reconnection=False)
     with pytest.raises(socketio.exceptions.ConnectionError) as refused:
         await sio.connect(f"{server.url}?userId={ann.id}", auth={"accessToken": token},
