@@ -187,3 +187,31 @@ async def test_room_typing_without_join_room_is_forbidden(server, clients):
     assert exc["event"] == "roomTyping" and exc["code"] == "FORBIDDEN"
     await barrier(a, b)
     assert a.received("typing") == [] and b.received("typing") == []
+
+
+async def test_a_member_removed_from_a_group_hears_and_changes_nothing_more(
+        server, clients):
+    ann, bob, cat = await people(server, "Ann", "Bob", "Cat")
+    gid = group(ann, "G", bob, cat)
+    a, b, c = [await clients(u) for u in (ann, bob, cat)]
+    for x in (a, b, c):
+        await x.call("joinRoom", {"chatHeaderId": gid})
+    own = await send(b, gid, "bob's")
+    status, body = ann.http("DELETE", f"/api/chat/groups/{gid}/members/{bob.id}")
+    assert status == 200, body
+    await send(a, gid, "after bob left")
+    assert_error(await b.call("roomTyping", {"chatHeaderId": gid, "isTyping": True}),
+                 "FORBIDDEN")
+    assert_error(await b.call("updateMessage", {"id": own["id"], "message": "edit",
+                                                "chatHeaderId": gid}), "FORBIDDEN")
+    assert_error(await b.call("removeMessage", {"id": own["id"], "chatHeaderId": gid}),
+                 "FORBIDDEN")
+    assert_error(await b.call("createMessage", {"message": "x", "chatHeaderId": gid}),
+                 "FORBIDDEN")
+    assert_error(await b.call("findAllMessages", {"chatHeaderId": gid}), "FORBIDDEN")
+    await c.wait_for("message", 2)
+    await barrier(b)
+    assert [m["chatMessage"]["message"] for m in b.received("message")] == ["bob's"]
+    assert b.received("typing") == []
+    page = await c.call("findAllMessages", {"chatHeaderId": gid})
+    assert [m["message"] for m in page["items"]] == ["after bob left", "bob's"]

@@ -52,6 +52,14 @@ class Rooms:
     def has_joined(self, sid: str, chat_id: int) -> bool:
         return chat_room(chat_id) in self.sio.rooms(sid)
 
+    async def leave_user(self, user_id: str, chat_id: int) -> list[str]:
+        """Take every socket of a user out of a chat's room (they left the chat);
+        returns those sockets. Sockets on other nodes are not seen here."""
+        sids = [sid for sid, _ in self.sio.manager.get_participants("/", user_room(user_id))]
+        for sid in sids:
+            await self.sio.leave_room(sid, chat_room(chat_id))
+        return sids
+
     async def join_user(self, sid: str, user_id: str):
         await self.sio.enter_room(sid, user_room(user_id))
 

@@ -55,6 +55,9 @@ async def find_all_messages(ctx: Context, e: dto.FindAllMessages):
 
 
 async def update_message(ctx: Context, e: dto.UpdateMessage):
+    # The author may have left the chat since; only members change it.
+    await require_member(ctx, e.chat_header_id)
+
     async def check(existing):
         await check_media(ctx, existing.message_type, e.message)
 
