@@ -111,6 +111,21 @@ async def test_create_message_refuses_bad_tokens(server, clients):
     assert page["totalCount"] == 0
 
 
+async def test_a_connection_token_that_expires_while_connected(server, clients):
+    ann, bob = await people(server, "Ann", "Bob")
+    # Expired 29 s ago: still inside the 30 s leeway for a moment.
+    ann.token = mint(SECRET, ann.id, "Ann", hours=-29 / 3600)
+    a = await clients(ann)
+    chat_id = await dm(a, bob)
+    await asyncio.sleep(2.1)
+    assert_error(await a.call("createMessage", {"message": "late", "chatHeaderId": chat_id}),
+                 "UNAUTHORIZED")
+    assert_error(await a.call("readMessage", {"chatHeaderId": chat_id}), "UNAUTHORIZED")
+    fresh = mint(SECRET, ann.id, "Ann")
+    assert (await send(a, chat_id, "renewed", accessToken=fresh))["message"] == "renewed"
+    assert (await a.call("readMessage", {"chatHeaderId": chat_id}))["chatHeaderId"] == chat_id
+
+
 async def test_create_message_forbidden_for_non_member_and_not_found_for_unknown_chat(
         server, clients):
     ann, bob, eve = await people(server, "Ann", "Bob", "Eve")
@@ -136,6 +151,11 @@ async def test_blocked_dm_refuses_create_message_both_ways(server, clients):
     assert [m["message"] for m in page["items"]] == ["before"]
     joined = await a.call("joinRoom", {"chatHeaderId": chat_id})
     assert joined["friendshipStatus"] == 3
+    status, body = bob.http("POST", f"/api/friendships/{ann.id}/unblock")
+    assert status == 403, body  # only the one who blocked may unblock
+    status, body = ann.http("POST", f"/api/friendships/{bob.id}/unblock")
+    assert status == 200, body
+    assert (await send(b, chat_id, "after unblock"))["message"] == "after unblock"
 
 
 async def test_client_message_id_makes_a_retry_return_the_first_message(server, clients):
@@ -155,6 +175,21 @@ async def test_client_message_id_makes_a_retry_return_the_first_message(server, 
     other = await send(b, chat_id, "mine", clientMessageId="retry-1")
     assert other["id"] != first["id"]
     assert (await a.call("findAllMessages", {"chatHeaderId": chat_id}))["totalCount"] == 2
+
+
+async def test_client_message_id_sent_from_two_devices_at_once_is_stored_once(
+        server, clients):
+    ann, bob = await people(server, "Ann", "Bob")
+    phone, web = await clients(ann), await clients(ann)
+    chat_id = await dm(phone, bob)
+    for round_ in range(3):
+        key = f"dup-{round_}"
+        one, two = await asyncio.gather(
+            send(phone, chat_id, "same", clientMessageId=key),
+            send(web, chat_id, "same", clientMessageId=key))
+        assert one == two
+    page = await web.call("findAllMessages", {"chatHeaderId": chat_id})
+    assert page["totalCount"] == 3 and len(page["items"]) == 3
 
 
 async def test_create_message_without_ack_answers_with_an_exception_event(server, clients):
