@@ -17,6 +17,16 @@ from syarah.protocol.fields import Guid
 from syarah.types import User
 
 NAMEIDENTIFIER = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier"
+# The users table's column sizes.
+MAX_NAME = 255
+MAX_AVATAR = 2048
+
+
+def _storable(text: str) -> str:
+    """Claims are JSON, which can carry half a surrogate pair: no store can write it."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 NAME_CLAIMS = ("name", "unique_name", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name")
 LEEWAY_SECONDS = 30
 # Enough for every token of a busy node's active users; evicted oldest first.
@@ -60,7 +70,8 @@ class TokenVerifier:
     def _key_for(self, token: str):
         try:
             alg = jwt.get_unverified_header(token).get("alg")
-        except jwt.PyJWTError:
+        # ValueError: text that has no UTF-8 form (a lone surrogate) is no token either.
+        except (jwt.PyJWTError, ValueError):
             raise Unauthorized("The access token is malformed.")
         if alg not in self.algorithms:
             raise Unauthorized(f"Access tokens signed with {alg!r} are not accepted.")
@@ -113,8 +124,10 @@ class TokenVerifier:
             parts = [claims.get("given_name"), claims.get("family_name")]
             name = " ".join(p for p in parts if isinstance(p, str)) or None
         picture = claims.get("picture")
-        return User(user_id, (name or "")[:255],
-                    picture if isinstance(picture, str) else None)
+        if not isinstance(picture, str) or len(picture) > MAX_AVATAR:
+            # A cut URL points nowhere: an avatar too long to store is left out.
+            picture = None
+        return User(user_id, _storable(name or "")[:MAX_NAME], picture and _storable(picture))
 
 
 def mint(secret: str, user_id: str, name: str, *, hours: float = 24,

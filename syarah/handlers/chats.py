@@ -146,6 +146,7 @@ async def remove_group_member(ctx: Context, chat_id: int, user_id: str):
         raise Forbidden("Only the group's creator may remove other members.")
     if not await ctx.services.store.remove_member(chat_id, user_id):
         raise NotFound("That user is not a member of this group.")
+    # A former member must not go on hearing the room, nor count as viewing it.
     for sid in await ctx.services.rooms.evict(user_id, chat_id):
         await ctx.services.presence.clear_viewing(user_id, sid, chat_id)
     return {"chatHeaderId": chat_id, "userId": user_id, "removed": True}

@@ -78,6 +78,8 @@ async def find_all_messages(ctx: Context, e: dto.FindAllMessages):
 
 
 async def update_message(ctx: Context, e: dto.UpdateMessage):
+    # The author may have left the chat since; only members change it.
+    await require_member(ctx, e.chat_header_id)
     store = ctx.services.store
     # The media check reads the store, so it runs before the update's transaction
     # (SQLite has one connection); the message's type is looked up for it first.

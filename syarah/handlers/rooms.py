@@ -47,8 +47,9 @@ async def leave_room(ctx: Context, e: dto.LeaveRoom):
 
 
 async def room_typing(ctx: Context, e: dto.RoomTyping):
-    # Joining required membership, so being in the room is all the proof needed here
-    # (removal from a group takes the socket out of it): typing stays off the database.
+    # Joining required membership, and removal from a chat takes its sockets out of
+    # the room, so being in the room is all the proof needed: typing stays off the
+    # database entirely.
     if not ctx.services.rooms.has_joined(ctx.sid, e.chat_header_id):
         raise Forbidden("Join the chat's room before sending typing notifications.")
     name = e.name if e.name else ctx.user.name

@@ -19,6 +19,9 @@ MISSING = object()
 MAX_ID = 2**53 - 1
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _INT_TEXT = re.compile(r"^\s*-?\d{1,20}\s*$")
+# A JavaScript string may hold half of a surrogate pair; it has no UTF-8 form, so
+# neither store could write it.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Kind:
@@ -76,6 +79,8 @@ class Text(Kind):
                              else f"{name} is too short.")
         if "\x00" in value:
             raise Validation(f"{name} must not contain NUL characters.")
+        if _LONE_SURROGATE.search(value):
+            raise Validation(f"{name} is not valid Unicode text.")
         return value
 
 
@@ -107,6 +112,8 @@ class Token(Kind):
             raise Validation(f"{name} must be a string.")
         if len(value) > 16384:
             raise Validation(f"{name} is too long to be an access token.")
+        if _LONE_SURROGATE.search(value):
+            raise Validation(f"{name} is not valid Unicode text.")
         value = value.strip()
         if value[:7].lower() == "bearer ":
             value = value[7:].strip()

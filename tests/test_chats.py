@@ -1,0 +1,172 @@
+"""findAllChatHeaders and getMyChats: the chat lists, their order, unread counts and the
+missed-message sync."""
+
+import asyncio
+import re
+
+from conftest import dm
+from helpers import (
+    CHAT_HEADER_KEYS, CHAT_MESSAGE_KEYS, ISO_MS, MEMBER_KEYS, assert_error, befriend, block,
+    group, people, send)
+
+MY_CHAT_KEYS = {"chatHeaderId", "userId", "userName", "userAvatar", "lastMessage",
+                "lastMessageTime", "creationTime", "isOnline", "unreadCount",
+                "friendshipStatus"}
+
+
+async def tick():
+    # Activity is ordered by millisecond time: keep steps in distinct milliseconds.
+    await asyncio.sleep(0.005)
+
+
+async def test_find_all_chat_headers_as_in_the_document(server, clients):
+    ann, bob, cat = await people(server, "Ann", "Bob", "Cat")
+    a = await clients(ann)
+    dm_id = await dm(a, bob)
+    await tick()
+    gid = group(ann, "Trip", bob, cat)
+    await tick()
+    msg = await send(a, dm_id, "hi bob")
+    reply = await a.call("findAllChatHeaders", {
+        "AccessToken": ann.token, "UserId": ann.id, "SkipCount": 0, "MaxResultCount": 20})
+    assert set(reply) == {"items", "totalCount"} and reply["totalCount"] == 2
+    assert [h["id"] for h in reply["items"]] == [dm_id, gid]
+    for h in reply["items"]:
+        assert set(h) == CHAT_HEADER_KEYS
+        assert re.match(ISO_MS, h["creationTime"])
+        for m in h["members"]:
+            assert set(m) == MEMBER_KEYS
+    individual, trip = reply["items"]
+    assert individual["isGroup"] is False and individual["name"] == "Bob"
+    assert set(individual["lastMessage"]) == CHAT_MESSAGE_KEYS
+    assert individual["lastMessage"]["id"] == msg["id"]
+    assert individual["lastMessageTime"] == msg["creationTime"]
+    assert individual["unreadCount"] == 0
+    assert trip["isGroup"] is True and trip["name"] == "Trip" and trip["lastMessage"] is None
+    assert {m["userId"] for m in trip["members"]} == {ann.id, bob.id, cat.id}
+    online = {m["userId"]: m["isOnline"] for m in trip["members"]}
+    assert online == {ann.id: True, bob.id: False, cat.id: False}
+
+
+async def test_find_all_chat_headers_aliases_and_paging(server, clients):
+    ann, *others = await people(server, "Ann", "B1", "B2", "B3", "B4", "B5")
+    a = await clients(ann, with_token=False)
+    ids = []
+    for other in others:
+        ids.append((await a.call("joinRoom", {"otherUserId": other.id,
+                                              "accessToken": ann.token}))["chatHeaderId"])
+        await tick()
+    newest_first = ids[::-1]
+    page = await a.call("findAllChatHeaders", {"accessToken": f"Bearer {ann.token}",
+                                               "userId": ann.id, "skipCount": 1,
+                                               "maxResultCount": 2})
+    assert [h["id"] for h in page["items"]] == newest_first[1:3]
+    assert page["totalCount"] == 5
+    page = await a.call("findAllChatHeaders", {"SkipCount": 4, "MaxResultCount": 500})
+    assert [h["id"] for h in page["items"]] == newest_first[4:]
+    page = await a.call("findAllChatHeaders", {})
+    assert [h["id"] for h in page["items"]] == newest_first
+
+
+async def test_find_all_chat_headers_order_follows_the_latest_message(server, clients):
+    ann, bob, cat = await people(server, "Ann", "Bob", "Cat")
+    a, c = await clients(ann), await clients(cat)
+    with_bob = await dm(a, bob)
+    await tick()
+    with_cat = await dm(a, cat)
+    await tick()
+    gid = group(ann, "G", bob, cat)
+    order = [h["id"] for h in (await a.call("findAllChatHeaders", {}))["items"]]
+    assert order == [gid, with_cat, with_bob]
+    await tick()
+    await send(a, with_bob, "bump")
+    await tick()
+    await send(c, with_cat, "bump too")
+    order = [h["id"] for h in (await a.call("findAllChatHeaders", {}))["items"]]
+    assert order == [with_cat, with_bob, gid]
+
+
+async def test_rooms_with_last_message_ids_return_the_missed_messages_oldest_first(
+        server, clients):
+    ann, bob, cat, eve = await people(server, "Ann", "Bob", "Cat", "Eve")
+    a, b, e = await clients(ann), await clients(bob), await clients(eve)
+    with_bob = await dm(a, bob)
+    with_cat = await dm(a, cat)
+    with_eve = await dm(e, ann)
+    seen = await send(b, with_bob, "seen")
+    missed = [await send(b, with_bob, f"missed {i}") for i in range(3)]
+    gone = await send(b, with_bob, "deleted")
+    await b.call("removeMessage", {"id": gone["id"], "chatHeaderId": with_bob})
+    cat_msgs = [await send(a, with_cat, f"c{i}") for i in range(2)]
+    secret = await send(e, with_eve, "between eve and ann")
+    # bob asks for a chat he is not in: it must not leak.
+    reply = await b.call("findAllChatHeaders", {"RoomsWithLastMessageIds": [
+        {"ChatHeaderId": with_bob, "LastMessageId": seen["id"]},
+        {"ChatHeaderId": with_eve, "LastMessageId": 0}]})
+    (header,) = reply["items"]
+    assert header["newMessages"] == missed
+    reply = await a.call("findAllChatHeaders", {"RoomsWithLastMessageIds": [
+        {"ChatHeaderId": with_bob, "LastMessageId": missed[-1]["id"]},
+        {"chatHeaderId": str(with_cat), "lastMessageId": 0}]})
+    by_id = {h["id"]: h for h in reply["items"]}
+    assert by_id[with_bob]["newMessages"] == []
+    assert by_id[with_cat]["newMessages"] == cat_msgs
+    assert "newMessages" not in by_id[with_eve]
+    assert by_id[with_eve]["lastMessage"] == secret
+
+
+async def test_find_all_chat_headers_errors(server, clients):
+    ann, bob = await people(server, "Ann", "Bob")
+    a = await clients(ann)
+    assert_error(await a.call("findAllChatHeaders", {"UserId": bob.id}), "FORBIDDEN")
+    assert_error(await a.call("findAllChatHeaders", {"AccessToken": bob.token}),
+                 "UNAUTHORIZED")
+    anon = await clients(ann, with_token=False)
+    assert_error(await anon.call("findAllChatHeaders", {"UserId": ann.id}), "UNAUTHORIZED")
+    assert (await a.call("findAllChatHeaders", {}))["totalCount"] == 0
+
+
+async def test_get_my_chats_as_in_the_document(server, clients):
+    ann, bob, cat, dan = await people(server, "Ann", "Bob", "Cat", "Dan")
+    a, b = await clients(ann), await clients(bob)
+    befriend(ann, bob)
+    block(ann, dan)
+    with_bob = await dm(a, bob)
+    await tick()
+    with_cat = await dm(a, cat)
+    await tick()
+    group(ann, "Not listed", bob, cat)
+    await tick()
+    with_dan = await dm(a, dan)
+    await tick()
+    await send(b, with_bob, "one")
+    last = await send(b, with_bob, "Hello, how are you?")
+    chats = await a.call("getMyChats", {"accessToken": ann.token})
+    assert [c["chatHeaderId"] for c in chats] == [with_bob, with_dan, with_cat]
+    for c in chats:
+        assert set(c) == MY_CHAT_KEYS and re.match(ISO_MS, c["creationTime"])
+    bob_chat, dan_chat, cat_chat = chats
+    assert bob_chat == {
+        "chatHeaderId": with_bob, "userId": bob.id, "userName": "Bob", "userAvatar": None,
+        "lastMessage": "Hello, how are you?", "lastMessageTime": last["creationTime"],
+        "creationTime": bob_chat["creationTime"], "isOnline": True, "unreadCount": 2,
+        "friendshipStatus": 1}
+    assert dan_chat["friendshipStatus"] == 3 and dan_chat["isOnline"] is False
+    assert cat_chat["lastMessage"] is None and cat_chat["lastMessageTime"] is None
+    assert cat_chat["friendshipStatus"] is None and cat_chat["unreadCount"] == 0
+    await a.call("readMessage", {"chatHeaderId": with_bob})
+    assert (await a.call("getMyChats", {}))[0]["unreadCount"] == 0
+    await b.close()
+    (gone,) = await a.wait_for("clientStatus")
+    assert gone == {"userId": bob.id, "clientType": "unknown", "activeNow": False}
+    assert (await a.call("getMyChats"))[0]["isOnline"] is False
+
+
+async def test_get_my_chats_token_from_connection_or_event(server, clients):
+    ann, bob = await people(server, "Ann", "Bob")
+    await dm(await clients(bob), ann)
+    anon = await clients(ann, with_token=False)
+    assert_error(await anon.call("getMyChats", {}), "UNAUTHORIZED")
+    assert_error(await anon.call("getMyChats", {"accessToken": bob.token}), "UNAUTHORIZED")
+    chats = await anon.call("getMyChats", {"AccessToken": f"Bearer {ann.token}"})
+    assert [c["userId"] for c in chats] == [bob.id]

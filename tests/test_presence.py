@@ -1,0 +1,135 @@
+"""clientStatus to friends and chat partners, viewing state, per-socket order."""
+
+import asyncio
+
+import pytest
+import socketio
+
+from conftest import SECRET, User, dm
+from helpers import barrier, befriend, group, people, send
+from syarah.auth import mint
+from syarah.presence import LocalPresence
+
+
+async def test_client_status_reaches_friends_and_chat_partners_only(server, clients):
+    ann, friend, partner, pending, stranger = await people(
+        server, "Ann", "Friend", "Partner", "Pending", "Stranger")
+    befriend(ann, friend)
+    pending.http("POST", "/api/friendships", {"userId": ann.id})
+    p = await clients(partner)
+    await dm(p, ann)
+    watchers = [p] + [await clients(u) for u in (friend, pending, stranger)]
+    p, f, pe, s = watchers
+
+    a = await clients(ann, client_type="android")
+    online = {"userId": ann.id, "clientType": "android", "activeNow": True}
+    assert await f.wait_for("clientStatus") == [online]
+    assert await p.wait_for("clientStatus") == [online]
+
+    await a.close()
+    offline = dict(online, activeNow=False)
+    assert (await f.wait_for("clientStatus", 2))[1] == offline
+    assert (await p.wait_for("clientStatus", 2))[1] == offline
+    await barrier(pe, s)
+    assert pe.received("clientStatus") == [] and s.received("clientStatus") == []
+
+
+async def test_client_status_only_for_the_first_and_the_last_socket(server, clients):
+    ann, bob = await people(server, "Ann", "Bob")
+    befriend(ann, bob)
+    b = await clients(bob)
+    phone = await clients(ann, client_type="ios")
+    await b.wait_for("clientStatus")
+    web = await clients(ann, client_type="web")
+    await phone.close()
+    await barrier(b)
+    await asyncio.sleep(0.2)  # a disconnect has no reply to wait behind
+    assert b.received("clientStatus") == [
+        {"userId": ann.id, "clientType": "ios", "activeNow": True}]
+    assert (await b.call("getMyFriendships", {}))[0]["isOnline"] is True
+    await web.close()
+    last = (await b.wait_for("clientStatus", 2))[1]
+    assert last == {"userId": ann.id, "clientType": "web", "activeNow": False}
+    assert (await b.call("getMyFriendships", {}))[0]["isOnline"] is False
+    # Nobody is told about their own status.
+    assert all(e["userId"] != bob.id for e in b.received("clientStatus"))
+
+
+async def test_client_status_for_a_presence_only_connection(server, clients):
+    """A connection without a token is accepted for presence (CONTRACT §1)."""
+    ann, bob = await people(server, "Ann", "Bob")
+    befriend(ann, bob)
+    b = await clients(bob)
+    await clients(ann, with_token=False)
+    (status,) = await b.wait_for("clientStatus")
+    assert status == {"userId": ann.id, "clientType": "unknown", "activeNow": True}
+
+
+async def test_on_member_join_shows_the_member_online(server, clients):
+    ann, bob, cat = await people(server, "Ann", "Bob", "Cat")
+    gid = group(ann, "G", bob, cat)
+    b = await clients(bob)
+    await b.call("joinRoom", {"chatHeaderId": gid})
+    a = await clients(ann)
+    await a.call("joinRoom", {"chatHeaderId": gid})
+    (joined,) = await b.wait_for("onMemberJoin")
+    assert joined["member"]["userId"] == ann.id and joined["member"]["isOnline"] is True
+
+
+@pytest.mark.parametrize("token_of", ["other", "expired", "forged", "not text"])
+async def test_a_connection_with_a_bad_token_is_refused(server, token_of):
+    ann, bob = User(server, "Ann"), User(server, "Bob")
+    token = {"other": bob.token,
+             "expired": mint(SECRET, ann.id, "Ann", hours=-1),
+             "forged": mint("x" * 40, ann.id, "Ann"),
+             "not text": "ey\ud800"}[token_of]
+    sio = socketio.AsyncClient(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError) as refused:
+        await sio.connect(f"{server.url}?userId={ann.id}", auth={"accessToken": token},
+                          transports=["websocket"], wait_timeout=5)
+    assert str(refused.value)
+    await sio.disconnect()
+
+
+async def test_viewing_state_is_cleared_on_leave_room(server, clients):
+    """Viewing drives push (CONTRACT §6); on the wire it shows as the room's events."""
+    ann, bob = await people(server, "Ann", "Bob")
+    a, b = await clients(ann), await clients(bob)
+    chat_id = await dm(a, bob)
+    await b.call("joinRoom", {"chatHeaderId": chat_id})
+    await b.call("leaveRoom", {"chatHeaderId": chat_id})
+    await send(a, chat_id, "not viewed")
+    await barrier(b)
+    assert b.received("message") == []
+
+
+async def test_local_presence_viewing_per_socket():
+    presence = LocalPresence()
+    assert await presence.add_socket("u", "s1") is True
+    assert await presence.add_socket("u", "s2") is False
+    await presence.set_viewing("u", "s1", 7)
+    await presence.set_viewing("u", "s2", 7)
+    await presence.clear_viewing("u", "s1", 7)
+    assert await presence.viewing(7, ["u"]) == {"u"}  # s2 still views it
+    await presence.clear_viewing("u", "s2", 7)
+    assert await presence.viewing(7, ["u"]) == set()
+    await presence.set_viewing("u", "s2", 8)
+    assert await presence.remove_socket("u", "s2") is False
+    assert await presence.viewing(8, ["u"]) == set()  # disconnect clears it too
+    assert await presence.remove_socket("u", "s1") is True
+    assert await presence.online(["u"]) == set()
+
+
+async def test_each_socket_keeps_its_own_message_order(server, clients):
+    ann, bob = await people(server, "Ann", "Bob")
+    a1, a2, b = await clients(ann), await clients(ann), await clients(bob)
+    chat_id = await dm(a1, bob)
+    await b.call("joinRoom", {"chatHeaderId": chat_id})
+    for i in range(15):
+        await a1.emit("createMessage", {"message": f"one-{i}", "chatHeaderId": chat_id})
+        await a2.emit("createMessage", {"message": f"two-{i}", "chatHeaderId": chat_id})
+    got = [g["chatMessage"] for g in await b.wait_for("message", 30)]
+    for prefix in ("one", "two"):
+        mine = [m for m in got if m["message"].startswith(prefix)]
+        assert [m["message"] for m in mine] == [f"{prefix}-{i}" for i in range(15)]
+        assert [m["id"] for m in mine] == sorted(m["id"] for m in mine)
