@@ -52,6 +52,11 @@ def make_socketio(settings) -> ChatServer:
         engineio_logger=logging.getLogger("engineio.server"))
 
 
+# Flushing a WebSocket's queue takes milliseconds; a client that does not read for
+# this long is too slow to wait for at shutdown.
+SOCKET_FLUSH_SECONDS = 3.0
+
+
 class Node:
     """One running server process and everything it opened."""
 
@@ -107,7 +112,8 @@ class Node:
             # From here new events and connections answer UNAVAILABLE; an event under
             # way finishes, so whatever was acked is committed.
             drained = await self.namespace.drain(left())
-            await self._step("disconnecting sockets", self._close_sockets(), left())
+            await self._step("disconnecting sockets", self._close_sockets(),
+                             min(left(), SOCKET_FLUSH_SECONDS))
             await self._step("stopping Socket.IO", self.sio.shutdown(), left())
             if drained:
                 log.info("every in-flight event finished")
@@ -121,9 +127,16 @@ class Node:
     async def _close_sockets(self):
         # An Engine.IO close (not a Socket.IO disconnect) tells clients the transport
         # went away, so socket.io-client reconnects, to this node's successor.
-        # Each close first flushes what is queued for that socket, acks included.
-        if self.sio.eio.sockets:
-            await self.sio.eio.disconnect()
+        # A WebSocket close first flushes what is queued for it, acks included; a
+        # polling client between two polls cannot be flushed to, so it is not waited
+        # for (it would hold the shutdown for the whole grace period).
+        eio = self.sio.eio
+        sockets = list(eio.sockets.values())
+        if sockets:
+            await asyncio.wait([
+                asyncio.ensure_future(s.close(wait=s.upgraded,
+                                              reason=eio.reason.SERVER_DISCONNECT))
+                for s in sockets])
 
     @staticmethod
     async def _step(what: str, coro, timeout: float):

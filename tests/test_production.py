@@ -344,8 +344,11 @@ async def test_log_of_a_full_flow_holds_no_token(make_server):
         await refused.connect(f"{srv.url}?userId={bob.id}&accessToken={expired}",
                               transports=["websocket"], wait_timeout=5)
     await refused.disconnect()
-    # Stopping the server first ends the polling client's long poll at once.
+    # Stopping the server first ends the polling client's long poll at once; a polling
+    # client between polls does not hold the shutdown up.
+    began = asyncio.get_running_loop().time()
     assert await asyncio.to_thread(srv.stop) == 0
+    assert asyncio.get_running_loop().time() - began < 5
     await a.disconnect()
     await b.disconnect()
 
@@ -397,12 +400,15 @@ async def test_sigterm_during_traffic_keeps_every_acked_message(store_kind, make
     while sum(map(len, acked.values())) < 40:
         await asyncio.sleep(0.01)
     srv.proc.send_signal(signal.SIGTERM)
-    await asyncio.wait_for(asyncio.gather(*traffic), 30)
+    signalled = asyncio.get_running_loop().time()
     for _ in range(300):
         if srv.proc.poll() is not None:
             break
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)
     assert srv.proc.returncode == 0, srv.log()
+    # Well within shutdown_grace (10 s): nothing waited for a timeout.
+    assert asyncio.get_running_loop().time() - signalled < 5
+    await asyncio.wait_for(asyncio.gather(*traffic), 30)
     assert set(refusals) <= {"UNAVAILABLE"}, refusals
     log = srv.log()
     assert "stopped" in log and "Traceback" not in log, log
