@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import (
     IN_CI, ROOT, SECRET, ServerProcess, User, dm, http_json, new_database_url, register,
 )
+from syarah import options
 from syarah.auth import mint
 
 
@@ -455,6 +456,12 @@ def test_systemd_unit_verifies(tmp_path):
     assert "/var/lib/syarah" in settings["ReadWritePaths"]
     assert settings["EnvironmentFile"].startswith("/etc/syarah/")
     assert "bin/syarah-server" in settings["ExecStart"]
+    # The server's own flag parser accepts the unit's arguments, with the sample config.
+    args = settings["ExecStart"].split("bin/syarah-server", 1)[1].split()
+    args = [a.replace("/etc/syarah/syarah.conf", os.path.join(ROOT, "conf", "production.conf"))
+            for a in args]
+    loaded = options.load(args, environ={})
+    assert loaded.require_connect_token and loaded.origins != "*"
 
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
