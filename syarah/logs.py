@@ -34,25 +34,37 @@ class RedactingFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     def format(self, record):
         out = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
-               "logger": record.name, "message": record.getMessage()}
+               "logger": record.name, "message": redact(record.getMessage())}
         if record.exc_info:
             out["traceback"] = redact(self.formatException(record.exc_info))
+        if record.stack_info:
+            out["stack"] = redact(self.formatStack(record.stack_info))
         return json.dumps(out)
 
 
-def configure(level: str = "info", fmt: str = "text") -> None:
+class TextFormatter(logging.Formatter):
+    # The filter cleans the message; tracebacks and stack dumps are added by the
+    # formatter, after filters ran (Tornado's include the request and its headers).
+    def format(self, record):
+        return redact(super().format(record))
+
+
+def configure(level: str = "info", fmt: str = "text", socketio: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(
+        handler.setFormatter(TextFormatter(
             "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # python-socketio logs every packet at info; its own warnings still come through.
+    # python-socketio logs every packet at info: only when asked (log_socketio), else
+    # its own warnings still come through.
     for noisy in ("socketio", "engineio", "socketio.server", "engineio.server"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.DEBUG if socketio else logging.WARNING)
+    # aiosqlite logs each statement with its parameters (message texts) at debug.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     logging.getLogger("tornado.access").setLevel(
         logging.INFO if level.lower() == "debug" else logging.WARNING)

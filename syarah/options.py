@@ -67,12 +67,29 @@ _DEFS = [
      "negotiate permessage-deflate; off because it costs ~150 KiB per idle socket"),
     ("ping_interval", 25, int, "seconds between Engine.IO pings"),
     ("ping_timeout", 20, int, "seconds to wait for a pong before dropping a socket"),
-    ("max_http_buffer_size", 1_000_000, int,
+    # The largest event a client needs: 10 000 + 2 000 characters of text and caption,
+    # each at worst a 6-byte JSON escape (72 KB), plus a token and field names. 256 KiB
+    # leaves room to answer an oversized text with VALIDATION instead of a dropped
+    # socket, and keeps a hostile client from making the server buffer megabytes.
+    ("max_http_buffer_size", 256 * 1024, int,
      "largest Socket.IO packet accepted, in bytes; media goes through HTTP uploads"),
     ("shutdown_grace", 10.0, float, "seconds in-flight work may take after SIGTERM"),
     ("log_format", "text", str, "text or json"),
     ("log_level", "info", str, "debug, info, warning or error"),
     ("xheaders", False, bool, "trust X-Real-Ip / X-Forwarded-For from a reverse proxy"),
+    ("log_socketio", False, bool,
+     "log every Socket.IO and Engine.IO packet at debug (tokens are still redacted)"),
+    # Rates are COUNT/SECONDS token buckets (a burst of COUNT, then COUNT per SECONDS);
+    # empty or 0 turns one off. Addresses are shared behind NAT, hence higher rates.
+    ("rate_create_message_user", "30/10", str, "createMessage per user"),
+    ("rate_create_message_address", "300/10", str, "createMessage per client address"),
+    ("rate_room_typing_user", "30/10", str, "roomTyping per user"),
+    ("rate_room_typing_address", "300/10", str, "roomTyping per client address"),
+    ("rate_connect_user", "30/60", str, "Socket.IO connection attempts per user"),
+    ("rate_connect_address", "120/60", str,
+     "Socket.IO connection attempts per client address"),
+    ("max_sockets_per_user", 20, int, "open sockets one user may hold on this node"),
+    ("max_rooms_per_socket", 500, int, "chat rooms one socket may have joined at once"),
 ]
 
 NAMES = [d[0] for d in _DEFS]
@@ -126,6 +143,15 @@ class Settings:
     log_format: str
     log_level: str
     xheaders: bool
+    log_socketio: bool
+    rate_create_message_user: str
+    rate_create_message_address: str
+    rate_room_typing_user: str
+    rate_room_typing_address: str
+    rate_connect_user: str
+    rate_connect_address: str
+    max_sockets_per_user: int
+    max_rooms_per_socket: int
 
     @property
     def effective_database_url(self) -> str:

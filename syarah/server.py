@@ -9,14 +9,15 @@ import sys
 
 import tornado.httpserver
 
-from syarah import logs, options, paths
+from syarah import logs, metrics, options, paths
 from syarah.app import make_app
 from syarah.auth import TokenVerifier
 from syarah.handlers.context import Rooms, Services, UserDirectory
-from syarah.handlers.dispatcher import ChatNamespace, ChatServer
+from syarah.handlers.dispatcher import EVENTS, ChatNamespace, ChatServer
 from syarah.media.service import MediaService
 from syarah.presence import LocalPresence
 from syarah.push import make_push
+from syarah.ratelimit import Limits
 from syarah.store import open_store
 
 log = logging.getLogger("syarah.server")
@@ -42,10 +43,21 @@ def make_socketio(settings, client_manager=None) -> ChatServer:
         # concurrently with each other.
         async_handlers=False,
         cors_allowed_origins=settings.origins,
+        # Clients authenticate with tokens, never cookies: browsers need not send
+        # credentials cross-site, so even the '*' default lends no ambient authority.
+        cors_credentials=False,
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
         max_http_buffer_size=settings.max_http_buffer_size,
-        logger=False, engineio_logger=False)
+        # Logger objects rather than booleans: with a boolean python-socketio may add
+        # a handler of its own, which would bypass the redacting one (syarah.logs).
+        logger=logging.getLogger("socketio.server"),
+        engineio_logger=logging.getLogger("engineio.server"))
+
+
+# Flushing a WebSocket's queue takes milliseconds; a client that does not read for
+# this long is too slow to wait for at shutdown.
+SOCKET_FLUSH_SECONDS = 3.0
 
 
 class Node:
@@ -76,15 +88,22 @@ class Node:
         services.push = make_push(s, self.store, services.presence)
         if services.push is not None:
             await services.push.start()
-        self.namespace = ChatNamespace(services)
+        limits = Limits(s, on_limited=lambda action, scope:
+                        metrics.RATE_LIMITED.labels(action, scope).inc())
+        self.namespace = ChatNamespace(
+            services, observer=metrics.MetricsObserver(EVENTS), limits=limits)
         sio.register_namespace(self.namespace)
         self.sio = sio
-        app = make_app(services, sio)
+        metrics.watch(self.namespace, self.store.db)
+        app = make_app(services, sio, extra_routes=[(r"/metrics", metrics.MetricsHandler)])
         self.http = tornado.httpserver.HTTPServer(
             app, xheaders=s.xheaders, max_body_size=s.max_http_buffer_size + 64 * 1024)
         self.http.listen(s.port, s.address)
         log.info("Syarah Chat listening on %s:%d (store: %s)", s.address, s.port,
                  self.store.db.engine.name)
+        if s.origins == "*":
+            log.info("CORS: any origin may connect (cors_allowed_origins = '*'); "
+                     "list your web app's origins in production")
 
     async def _scale_out(self):
         """Without Redis this process is the whole server; with it, room emits and
@@ -106,33 +125,65 @@ class Node:
         return presence, manager
 
     async def stop(self):
-        grace = self.settings.shutdown_grace
-        log.info("stopping: no new connections; in-flight work has %.0fs", grace)
+        """Stop accepting, let in-flight events finish, close every socket and the
+        store; all of it within shutdown_grace seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_grace
+
+        def left() -> float:
+            return max(0.1, deadline - loop.time())
+
+        log.info("stopping: no new connections; in-flight work has %.0fs",
+                 self.settings.shutdown_grace)
         if self.http is not None:
             self.http.stop()
         if self.namespace is not None:
-            await self.namespace.drain(grace)
-            try:
-                await asyncio.wait_for(self.sio.shutdown(), timeout=grace)
-            except Exception:
-                log.warning("sockets did not all close in time")
+            # From here new events and connections answer UNAVAILABLE; an event under
+            # way finishes, so whatever was acked is committed.
+            drained = await self.namespace.drain(left())
+            await self._step("disconnecting sockets", self._close_sockets(),
+                             min(left(), SOCKET_FLUSH_SECONDS))
+            await self._step("stopping Socket.IO", self.sio.shutdown(), left())
+            if drained:
+                log.info("every in-flight event finished")
         push = getattr(getattr(self, "services", None), "push", None)
         if push is not None:
             # Unsent pushes stay in the outbox; the next start sends them.
-            await push.stop(grace)
+            await self._step("stopping push", push.stop(left()), left() + 1)
         if self.http is not None:
-            try:
-                await asyncio.wait_for(self.http.close_all_connections(), timeout=grace)
-            except Exception:
-                pass
+            await self._step("closing HTTP connections",
+                             self.http.close_all_connections(), left())
         if getattr(self, "redis", None) is not None:
-            await self.presence.stop()
+            await self._step("leaving the deployment", self.presence.stop(), left())
             await self.redis.aclose()
         if self.media is not None:
-            await self.media.stop()
+            await self._step("stopping media cleanup", self.media.stop(), left())
         if self.store is not None:
-            await self.store.close()
+            await self._step("closing the store", self.store.close(), left())
         log.info("stopped")
+
+    async def _close_sockets(self):
+        # An Engine.IO close (not a Socket.IO disconnect) tells clients the transport
+        # went away, so socket.io-client reconnects, to this node's successor.
+        # A WebSocket close first flushes what is queued for it, acks included; a
+        # polling client between two polls cannot be flushed to, so it is not waited
+        # for (it would hold the shutdown for the whole grace period).
+        eio = self.sio.eio
+        sockets = list(eio.sockets.values())
+        if sockets:
+            await asyncio.wait([
+                asyncio.ensure_future(s.close(wait=s.upgraded,
+                                              reason=eio.reason.SERVER_DISCONNECT))
+                for s in sockets])
+
+    @staticmethod
+    async def _step(what: str, coro, timeout: float):
+        try:
+            await asyncio.wait_for(coro, timeout)
+        except asyncio.TimeoutError:
+            log.warning("shutdown: %s took longer than the grace period", what)
+        except Exception:
+            log.exception("shutdown: %s failed", what)
 
 
 async def serve(settings) -> int:
@@ -152,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     except options.OptionsError as exc:
         print(f"syarah-server: {exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, socketio=settings.log_socketio)
     try:
         return asyncio.run(serve(settings))
     except ValueError as exc:

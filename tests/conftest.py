@@ -79,6 +79,14 @@ def new_database_url(kind: str) -> tuple[str, callable]:
     return url, lambda: mysql_admin(f"DROP DATABASE IF EXISTS {name}")
 
 
+# Every test client speaks from 127.0.0.1 and the suite replays many users' traffic in
+# seconds, so test servers run without rate limits unless a test's flags set them
+# (later flags win); tests/test_production.py tests the limits themselves.
+NO_RATE_LIMITS = tuple(f"--rate-{action}-{scope}=0"
+                       for action in ("create-message", "room-typing", "connect")
+                       for scope in ("user", "address"))
+
+
 class ServerProcess:
     """bin/syarah-server as systemd would run it, with settings as flags."""
 
@@ -92,7 +100,7 @@ class ServerProcess:
         self.flags = [
             f"--port={self.port}", "--address=127.0.0.1",
             f"--database-url={database_url}", f"--jwt-secret={SECRET}",
-            f"--upload-dir={self.upload_dir}", "--log-level=debug", *flags]
+            f"--upload-dir={self.upload_dir}", "--log-level=debug", *NO_RATE_LIMITS, *flags]
         self.env = dict(os.environ, PYTHONPATH=ROOT, **(env or {}))
         self.proc = None
 

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from syarah.auth import Identity, TokenVerifier
+from syarah.auth import LEEWAY_SECONDS, Identity, TokenVerifier
 from syarah.errors import Unauthorized
 from syarah.protocol.outbound import to_wire
 from syarah.types import User
@@ -123,6 +123,8 @@ class SocketState:
     identity: Identity | None = None
     connect_identity: Identity | None = None
     joined: set = field(default_factory=set)
+    # The client's address as Tornado sees it (the proxy's X-Real-Ip with xheaders).
+    address: str | None = None
 
 
 @dataclass
@@ -143,11 +145,31 @@ async def authenticate(services: Services, socket: SocketState,
         user = await services.users.ensure(identity.user, identity.issued_at)
         socket.identity = identity
         return user
-    identity = socket.identity
-    if identity is None:
+    proven = [i for i in (socket.identity, socket.connect_identity) if i is not None]
+    if not proven:
         raise Unauthorized("An access token is required: send accessToken with the "
                            "event or connect with auth: {accessToken}.")
-    if identity.expires_at + 30 < time.time():
-        socket.identity = None
-        raise Unauthorized("The access token has expired.")
-    return await services.users.ensure(identity.user, identity.issued_at)
+    # The latest token an event brought, else the connection's own, while unexpired.
+    now = time.time()
+    for identity in proven:
+        if identity.expires_at + LEEWAY_SECONDS >= now:
+            socket.identity = identity
+            return await services.users.ensure(identity.user, identity.issued_at)
+    socket.identity = None
+    raise Unauthorized("The access token has expired.")
+
+
+def connection_expired(socket: SocketState) -> bool:
+    """The token the socket connected with has run out: the socket's identity, its
+    personal room and presence rest on it, so the socket must reconnect."""
+    identity = socket.connect_identity
+    return identity is not None and identity.expires_at + LEEWAY_SECONDS < time.time()
+
+
+def remote_address(environ: dict) -> str | None:
+    # python-engineio's Tornado driver puts a fixed 127.0.0.1 in REMOTE_ADDR; the
+    # request itself knows the peer (or, with xheaders, the proxy's X-Real-Ip).
+    handler = environ.get("tornado.handler")
+    if handler is not None:
+        return handler.request.remote_ip
+    return environ.get("REMOTE_ADDR")

@@ -15,9 +15,10 @@ from typing import NamedTuple
 
 import socketio
 
-from syarah.errors import ChatError, Internal, Unavailable, Validation
+from syarah.errors import ChatError, Internal, RateLimited, Unauthorized, Unavailable, Validation
 from syarah.handlers import chats, connection, friendships, messages, rooms
-from syarah.handlers.context import Context, Services, SocketState, authenticate
+from syarah.handlers.context import (
+    Context, Services, SocketState, authenticate, connection_expired, remote_address)
 from syarah.protocol import inbound as dto
 from syarah.protocol.fields import decode
 from syarah.protocol.outbound import to_wire
@@ -66,13 +67,26 @@ class EventObserver:
     def connections_changed(self, delta: int) -> None:
         pass
 
+    def connection_refused(self, code: str) -> None:
+        pass
+
+
+# Outcomes that mean the server, not the client, is in trouble: logged at warning.
+SERVER_TROUBLE = ("UNAVAILABLE", "INTERNAL")
+
 
 class ChatNamespace(socketio.AsyncNamespace):
-    def __init__(self, services: Services, observer: EventObserver | None = None):
+    def __init__(self, services: Services, observer: EventObserver | None = None,
+                 limits=None):
         super().__init__("/")
         self.services = services
         self.sockets: dict[str, SocketState] = {}
+        # user id -> how many of the user's sockets this node holds
+        self.user_sockets: dict[str, int] = {}
         self.observer = observer or EventObserver()
+        # syarah.ratelimit.Limits; None: nothing is limited
+        self.limits = limits
+        self._background: set[asyncio.Task] = set()
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -96,21 +110,60 @@ class ChatNamespace(socketio.AsyncNamespace):
         return await self.dispatch(event, args[0], args[1:])
 
     async def on_connect(self, sid, environ, auth=None):
+        address = remote_address(environ)
         try:
+            if self.draining:
+                raise Unavailable("The server is restarting; connect again in a moment.")
+            self._check_connect(environ, auth, address)
             socket = await connection.open_socket(self.services, sid, environ, auth)
+            socket.address = address
+            if self._over_socket_cap(socket.user_id):
+                # It was not the user's first socket, so nothing was announced.
+                await connection.close_socket(self.services, socket)
+                raise RateLimited(
+                    f"You have {self.limits.max_sockets_per_user} connections open, "
+                    "the most allowed; close one first.")
         except ChatError as exc:
-            log.info("connection refused: %s", exc.message)
-            raise socketio.exceptions.ConnectionRefusedError(exc.message)
+            log.info("connection from %s refused: %s %s", address, exc.code, exc.message)
+            self.observer.connection_refused(exc.code)
+            # The code travels as the connect_error's data, beside the readable message.
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, {"code": exc.code})
         except Exception:
             log.exception("connection failed")
-            raise socketio.exceptions.ConnectionRefusedError(Internal().message)
+            self.observer.connection_refused("INTERNAL")
+            raise socketio.exceptions.ConnectionRefusedError(
+                Internal().message, {"code": "INTERNAL"})
         self.sockets[sid] = socket
+        self.user_sockets[socket.user_id] = self.user_sockets.get(socket.user_id, 0) + 1
         self.observer.connections_changed(+1)
+
+    def _check_connect(self, environ, auth, address):
+        if self.limits is None or not self.limits.limits("connect"):
+            return
+        # Only a verified token names the user here: a claimed userId alone would let
+        # anyone use up another user's connection budget.
+        user_id = None
+        token = connection.connection_token(environ, auth)
+        if token:
+            try:
+                user_id = self.services.verifier.verify(token).user.id
+            except ChatError:
+                pass
+        self.limits.check("connect", user_id=user_id, address=address)
+
+    def _over_socket_cap(self, user_id: str) -> bool:
+        cap = self.limits.max_sockets_per_user if self.limits else 0
+        return cap > 0 and self.user_sockets.get(user_id, 0) >= cap
 
     async def on_disconnect(self, sid):
         socket = self.sockets.pop(sid, None)
         if socket is None:
             return
+        left = self.user_sockets.get(socket.user_id, 1) - 1
+        if left > 0:
+            self.user_sockets[socket.user_id] = left
+        else:
+            self.user_sockets.pop(socket.user_id, None)
         self.observer.connections_changed(-1)
         try:
             await connection.close_socket(self.services, socket)
@@ -138,19 +191,51 @@ class ChatNamespace(socketio.AsyncNamespace):
             socket = self.sockets.get(sid)
             if socket is None:
                 raise Validation("This socket is not connected.")
+            if connection_expired(socket):
+                self._disconnect_soon(sid)
+                raise Unauthorized("The access token of this connection has expired; "
+                                   "connect again with a fresh one.")
+            limits = self.limits
+            if limits is not None:
+                limits.check(event, address=socket.address)
             e = decode(route.dto, args[0] if args else None)
             user = await authenticate(self.services, socket, e.access_token)
+            if limits is not None:
+                limits.check(event, user_id=user.id)
+                if event == "joinRoom":
+                    self._check_room_cap(socket, e)
             ctx = Context(self.services, user, sid, socket)
             reply = to_wire(await route.handler(ctx, e))
             outcome = "ok"
         except ChatError as exc:
             reply, outcome = exc.reply(), exc.code
-            log.debug("%s from %s: %s %s", event, sid, exc.code, exc.message)
+            (log.warning if outcome in SERVER_TROUBLE else log.debug)(
+                "%s from %s: %s %s", event, sid, exc.code, exc.message)
         except Exception:
             log.exception("%s from %s failed", event, sid)
             reply, outcome = Internal().reply(), "INTERNAL"
-        self.observer.event_done(event, outcome, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        if outcome == "ok":
+            log.debug("%s from %s: ok in %.1f ms", event, sid, seconds * 1000)
+        self.observer.event_done(event, outcome, seconds)
         if outcome != "ok" and not ack_requested.get():
             await self.emit("exception", dict(reply, event=event), to=sid)
             return None
         return reply
+
+    def _check_room_cap(self, socket: SocketState, e) -> None:
+        cap = self.limits.max_rooms_per_socket
+        if cap > 0 and len(socket.joined) >= cap and e.chat_header_id not in socket.joined:
+            raise RateLimited(f"This connection has joined {cap} chats, the most allowed; "
+                              "leave one first.")
+
+    def _disconnect_soon(self, sid: str) -> None:
+        """Disconnect after the reply to the current event has been queued, so the
+        client learns why before the socket closes."""
+        async def later():
+            await asyncio.sleep(0.05)
+            await self.disconnect(sid)
+
+        task = asyncio.ensure_future(later())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

@@ -66,7 +66,9 @@ class ApiHandler(tornado.web.RequestHandler):
         if isinstance(e, ChatError):
             if self._finished:
                 return
-            log.debug("%s %s: %s %s", self.request.method, self.request.path, e.code, e.message)
+            # The server's own trouble (UNAVAILABLE, INTERNAL) at warning, the client's at debug.
+            (log.warning if e.status >= 500 else log.debug)(
+                "%s %s: %s %s", self.request.method, self.request.path, e.code, e.message)
             self.send_error(e.status, exc_info=sys.exc_info())
             return
         super()._handle_request_exception(e)

@@ -240,12 +240,21 @@ class MysqlDatabase(Database):
 
     async def close(self):
         if self._pool is not None:
-            self._pool.close()
-            await self._pool.wait_closed()
-            self._pool = None
+            pool, self._pool = self._pool, None
+            pool.close()
+            try:
+                await asyncio.wait_for(pool.wait_closed(), self.timeout)
+            except asyncio.TimeoutError:
+                # A connection still busy (a hung query) would keep wait_closed
+                # waiting forever; the server rolls back what it was doing.
+                pool.terminate()
+                await pool.wait_closed()
 
     async def _run_once(self, fn, args):
-        conn = await self._pool.acquire()
+        pool = self._pool
+        if pool is None:
+            raise Unavailable("The chat store is closed.")
+        conn = await pool.acquire()
         self.in_use += 1
         try:
             try:
@@ -254,14 +263,18 @@ class MysqlDatabase(Database):
                     result = await fn(_MysqlTxn(self.engine, cur), *args)
                 await conn.commit()
                 return result
-            except BaseException:
-                try:
-                    await conn.rollback()
-                except Exception:
-                    # A dead connection cannot roll back; closing it keeps it out of
-                    # the pool, and the server rolled the transaction back itself.
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError) or self.engine.is_connection_error(exc):
+                    # Cancelled mid-statement (db_timeout) or cut off: the protocol
+                    # state is unknown and a ROLLBACK could wait forever on a silent
+                    # network. Closing drops it from the pool; the server rolls back.
                     conn.close()
+                else:
+                    try:
+                        await conn.rollback()
+                    except Exception:
+                        conn.close()
                 raise
         finally:
             self.in_use -= 1
-            self._pool.release(conn)
+            pool.release(conn)
