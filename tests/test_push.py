@@ -697,3 +697,18 @@ async def test_two_nodes_see_each_others_viewers_and_send_each_push_once(
         for node in nodes:
             node.stop()
         cleanup()
+
+
+async def test_the_outbox_depth_is_exported_as_a_metric(push_server, fake, clients):
+    from test_production import sample, scrape
+
+    ann, bob, a, chat_id, token = await pair(push_server, clients)
+    fake.token_modes[token] = "500"
+    await send(a, chat_id, "doomed too")
+    await until(lambda: len(fake.to(token)) == 3, timeout=10, what="three attempts")
+    # The worker refreshes the gauge every few seconds.
+    deadline = time.monotonic() + 15
+    while sample(scrape(push_server), "syarah_push_outbox_rows", status="failed") < 1:
+        assert time.monotonic() < deadline, "the failed row never showed in /metrics"
+        await asyncio.sleep(0.5)
+    assert ("syarah_push_outbox_rows", (("status", "pending"),)) in scrape(push_server)

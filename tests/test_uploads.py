@@ -587,3 +587,14 @@ async def test_the_readme_curl_command_works(server, tmp_path):
                     "message": "An audio file may be at most 50 MB."}
 
 
+
+
+async def test_uploaded_bytes_are_counted_in_metrics(server):
+    from test_production import sample, scrape
+
+    ann = User(server, "Ann")
+    before = sample(scrape(server), "syarah_upload_bytes_total")
+    data = wav()
+    reply = await upload(server, ann, data, "note.wav", 1)
+    assert reply.json["success"] is True
+    assert sample(scrape(server), "syarah_upload_bytes_total") - before == len(data)

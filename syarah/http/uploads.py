@@ -23,6 +23,7 @@ from streaming_form_data import StreamingFormDataParser
 from streaming_form_data.parser import ParseFailedException
 from streaming_form_data.targets import BaseTarget
 
+from syarah import metrics
 from syarah.errors import (ChatError, Internal, PayloadTooLarge, Unavailable,
                            UnsupportedMedia, Validation)
 from syarah.http.base import ApiHandler
@@ -295,6 +296,7 @@ class UploadFileHandler(ApiHandler):
         finally:
             self.upload = None
             await upload.discard()
+        metrics.UPLOAD_BYTES.inc(upload.size)
         self.reply(path)
 
     def on_connection_close(self):

@@ -3,7 +3,7 @@ metrics endpoint exports them with everything else."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 _DECISIONS = {
     "pushed": "pushes FCM accepted",
@@ -19,6 +19,9 @@ _DECISIONS = {
 
 COUNTERS = {name: Counter(f"syarah_push_{name}", help_)
             for name, help_ in _DECISIONS.items()}
+OUTBOX = Gauge("syarah_push_outbox_rows",
+               "Rows in the push outbox: pending (to send) and failed (given up on)",
+               ["status"])
 # The same numbers as a plain dict, for logs and for code without Prometheus.
 _totals = dict.fromkeys(_DECISIONS, 0)
 

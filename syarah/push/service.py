@@ -31,6 +31,8 @@ LEASE_MS = 60_000
 # With nothing due, the outbox is still looked at this often: rows another node
 # queued, or rows whose lease ran out.
 IDLE_POLL = 5.0
+# How often the outbox depth gauge is refreshed.
+DEPTH_REFRESH_SECONDS = 5.0
 # Never wait less than this between claims, so a row due "now" cannot spin the loop.
 MIN_WAIT = 0.02
 # Backoff ceiling for one retry.
@@ -117,8 +119,13 @@ class PushService:
         await self.fcm.close()
 
     async def _run(self):
+        depth_due = 0.0
         while not self._stopping:
             self._wakeup.clear()
+            if time.monotonic() >= depth_due:
+                # A COUNT over the outbox: cheap, but not for every wake-up.
+                depth_due = time.monotonic() + DEPTH_REFRESH_SECONDS
+                await self._refresh_depth()
             try:
                 delay = await self._claim_and_start()
             except Exception as exc:
@@ -130,6 +137,14 @@ class PushService:
                 await asyncio.wait_for(self._wakeup.wait(), delay)
             except asyncio.TimeoutError:
                 pass
+
+    async def _refresh_depth(self):
+        try:
+            depth = await self.store.push_outbox_depth()
+        except Exception:
+            return
+        for status, rows in depth.items():
+            metrics.OUTBOX.labels(status).set(rows)
 
     async def _claim_and_start(self) -> float | None:
         """Start sends for due rows; returns how long to wait before looking again
