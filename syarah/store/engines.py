@@ -77,6 +77,12 @@ _ER_LOCK_WAIT_TIMEOUT = 1205
 _CONNECTION_ERRORS = {2002, 2003, 2006, 2013, 2055}
 
 
+@functools.lru_cache(maxsize=1024)
+def _pyformat(sql: str) -> str:
+    # pymysql formats with %; a literal % must be doubled before ? becomes %s.
+    return re.sub(r"\?", "%s", sql.replace("%", "%%"))
+
+
 class MysqlEngine(Engine):
     name = "mysql"
     ddl_tokens = {
@@ -86,10 +92,8 @@ class MysqlEngine(Engine):
         "bool": "TINYINT",
     }
 
-    @functools.lru_cache(maxsize=1024)
     def convert(self, sql: str) -> str:
-        # pymysql formats with %; a literal % must be doubled before ? becomes %s.
-        return re.sub(r"\?", "%s", sql.replace("%", "%%"))
+        return _pyformat(sql)
 
     @staticmethod
     def _errno(exc) -> int | None:
