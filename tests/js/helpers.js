@@ -16,9 +16,9 @@ export const SERVER_EVENTS = [
 /**
  * The server and users that pytest prepared (tests/test_js_client.py):
  * CHAT_SERVER_URL, and CHAT_TEST_USERS, a JSON list of {id, name, token} in groups of
- * three per transport; in each group the first user is friends with the other two.
+ * `perTransport` per transport; in each group the first user is friends with the others.
  */
-export function fromEnvironment(transports) {
+export function fromEnvironment(transports, perTransport = 3) {
   const url = process.env.CHAT_SERVER_URL;
   const raw = process.env.CHAT_TEST_USERS;
   if (!url || !raw) {
@@ -26,8 +26,9 @@ export function fromEnvironment(transports) {
       + 'through pytest (tests/test_js_client.py), which starts the server and mints tokens.');
   }
   const users = JSON.parse(raw);
-  if (users.length !== 3 * transports.length) {
-    throw new Error(`CHAT_TEST_USERS must hold ${3 * transports.length} users, got ${users.length}`);
+  if (users.length !== perTransport * transports.length) {
+    throw new Error(`CHAT_TEST_USERS must hold ${perTransport * transports.length} users, `
+      + `got ${users.length}`);
   }
   return { url, users };
 }
