@@ -8,6 +8,10 @@ from syarah.store.rows import MESSAGE_COLUMNS
 _SELECT = f"SELECT {MESSAGE_COLUMNS} FROM messages m LEFT JOIN users u ON u.id = m.user_id"
 
 
+class _Refused(Exception):
+    """The author may not write to the chat; the reason is looked up afterwards."""
+
+
 class Duplicate(Exception):
     """The author already sent a message with this clientMessageId."""
 
@@ -32,6 +36,14 @@ class MessageStore:
         engine = self.db.engine
 
         async def txn_fn(txn):
+            # The chat's row is locked first: concurrent senders to one chat then
+            # queue here instead of each taking a shared lock through the insert's
+            # checks and deadlocking on the header update that follows.
+            locked = await txn.execute(
+                "UPDATE chat_headers SET last_message_ms = ?, activity_ms = ?,"
+                " message_count = message_count + 1 WHERE id = ?", now_ms, now_ms, chat_id)
+            if locked.rowcount == 0:
+                raise NotFound("That chat does not exist.")
             result = await txn.execute(
                 "INSERT INTO messages (chat_header_id, user_id, message, message_type,"
                 " caption, client_message_id, creation_ms)"
@@ -43,31 +55,29 @@ class MessageStore:
                 chat_id, author.id, text, message_type, caption, client_message_id,
                 now_ms, chat_id, author.id)
             if result.rowcount == 0:
-                return None
+                raise _Refused()   # rolls the header update back
             message = types.Message(
                 id=result.lastrowid, chat_header_id=chat_id, user_id=author.id,
                 message=text, message_type=message_type, caption=caption,
                 creation_ms=now_ms, last_modification_ms=None,
                 client_message_id=client_message_id, author=author)
             await txn.execute(
-                "UPDATE chat_headers SET last_message_id = ?, last_message_ms = ?,"
-                " activity_ms = ?, message_count = message_count + 1 WHERE id = ?",
-                message.id, now_ms, now_ms, chat_id)
+                "UPDATE chat_headers SET last_message_id = ? WHERE id = ?",
+                message.id, chat_id)
             if after_insert is not None:
                 await after_insert(txn, message)
             return message
 
         try:
-            message = await self.db.run(txn_fn)
+            return await self.db.run(txn_fn)
+        except _Refused:
+            await self._explain_refused_insert(chat_id, author.id)
         except Exception as exc:
             if client_message_id is not None and engine.is_unique_violation(exc):
                 existing = await self.get_message_by_client_id(author.id, client_message_id)
                 if existing is not None:
                     raise Duplicate(existing) from None
             raise
-        if message is None:
-            await self._explain_refused_insert(chat_id, author.id)
-        return message
 
     async def _explain_refused_insert(self, chat_id: int, user_id: str):
         row = await self.db.fetchone(
@@ -154,6 +164,11 @@ class MessageStore:
     async def delete_messages(self, chat_id: int, user_id: str, ids: list[int]) -> list[int]:
         """Delete all of ``ids`` or none: each must be in the chat and the user's own."""
         async def txn_fn(txn):
+            # Header first, as add_message does, so the two never lock in opposite
+            # orders; a refusal below rolls the count back.
+            await txn.execute(
+                "UPDATE chat_headers SET message_count = message_count - ? WHERE id = ?",
+                len(ids), chat_id)
             found = await txn.fetchall(
                 "SELECT id, chat_header_id, user_id FROM messages"
                 f" WHERE id IN ({rows.in_list(ids)})", *ids)
@@ -174,10 +189,9 @@ class MessageStore:
                 " ORDER BY id DESC LIMIT 1", chat_id)
             await txn.execute(
                 "UPDATE chat_headers SET last_message_id = ?, last_message_ms = ?,"
-                " activity_ms = COALESCE(?, creation_ms), message_count = message_count - ?"
-                " WHERE id = ?",
+                " activity_ms = COALESCE(?, creation_ms) WHERE id = ?",
                 last[0] if last else None, last[1] if last else None,
-                last[1] if last else None, len(ids), chat_id)
+                last[1] if last else None, chat_id)
             return ids
         return await self.db.run(txn_fn)
 
