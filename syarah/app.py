@@ -17,6 +17,12 @@ def socketio_handler(sio, compression: bool):
             # connection's ~190 KiB. Chat frames are small, so it is off unless asked.
             return {} if compression else None
 
+        async def open(self, *args, **kwargs):
+            # Tornado leaves Nagle on for WebSockets: an ack followed by a broadcast to
+            # the same socket then waits for the client's delayed ACK (~40 ms each).
+            self.set_nodelay(True)
+            await super().open(*args, **kwargs)
+
     return SocketIOHandler
 
 
