@@ -8,6 +8,12 @@ from syarah.store.rows import MESSAGE_COLUMNS
 _SELECT = f"SELECT {MESSAGE_COLUMNS} FROM messages m LEFT JOIN users u ON u.id = m.user_id"
 
 
+def _paged(engine) -> str:
+    """_SELECT for keyset pages of one chat: a range on (chat_header_id, id)."""
+    return (f"SELECT {MESSAGE_COLUMNS} FROM messages m{engine.use_index('ix_messages_chat')}"
+            " LEFT JOIN users u ON u.id = m.user_id")
+
+
 class Duplicate(Exception):
     """The author already sent a message with this clientMessageId."""
 
@@ -97,7 +103,7 @@ class MessageStore:
         (chat_header_id, id) index). Returns the page and the chat's message count."""
         async def txn_fn(txn):
             found = await txn.fetchall(
-                _SELECT + " WHERE m.chat_header_id = ? AND m.id < ?"
+                _paged(self.db.engine) + " WHERE m.chat_header_id = ? AND m.id < ?"
                 " ORDER BY m.id DESC LIMIT ? OFFSET ?",
                 chat_id, before_id or rows_max_id(), limit, skip)
             total = await txn.fetchone(
@@ -108,7 +114,8 @@ class MessageStore:
     async def messages_after(self, chat_id: int, after_id: int, limit: int):
         """Oldest first: what a client missed after ``after_id``."""
         found = await self.db.fetchall(
-            _SELECT + " WHERE m.chat_header_id = ? AND m.id > ? ORDER BY m.id LIMIT ?",
+            _paged(self.db.engine) + " WHERE m.chat_header_id = ? AND m.id > ?"
+            " ORDER BY m.id LIMIT ?",
             chat_id, after_id, limit)
         return [rows.message(r) for r in found]
 
