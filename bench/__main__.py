@@ -68,12 +68,13 @@ def busy_note() -> str:
 
 
 def held_rate(steps: list[dict]) -> int:
-    held = [s["rate"] for s in steps if s["held"]]
+    held = [s["rate"] for s in steps if s["held"] and not s.get("fixed")]
     return max(held) if held else 0
 
 
 def at_rate(steps: list[dict], rate: int) -> dict | None:
-    return next((s for s in steps if s["rate"] == rate), None)
+    """The fixed point at ``rate`` (measured whatever the ramp reached)."""
+    return next((s for s in steps if s["rate"] == rate and s.get("fixed")), None)
 
 
 def median_of(rounds, rate, key):
@@ -170,7 +171,7 @@ def render(msg, idle, grow, quick, rounds, step_seconds, pairs, note, info, comm
                            ("gen_cpu", "load generator CPU % @1000/s")):
             vals = [median_of(msg[k], 1000, key) if msg[k] else None for k in KINDS]
             rows.append((label, *[fmt(v) for v in vals], ""))
-        top = [max((s for rd in msg[k] for s in rd if s["held"]), key=lambda s: s["rate"],
+        top = [max((s for rd in msg[k] for s in rd if s["held"] and not s.get("fixed")), key=lambda s: s["rate"],
                    default=None) if msg[k] else None for k in KINDS]
         rows.append(("load generator CPU % at highest held rate",
                      *[fmt(t["gen_cpu"]) if t else "-" for t in top], ""))
@@ -217,7 +218,7 @@ def render(msg, idle, grow, quick, rounds, step_seconds, pairs, note, info, comm
         for k in KINDS:
             for i, rd in enumerate(msg[k]):
                 for s in rd:
-                    md.append(f"| {k} | {i + 1} | {s['rate']} | {s['achieved']} | "
+                    md.append(f"| {k} | {i + 1} | {s['rate']}{' (fixed)' if s.get('fixed') else ''} | {s['achieved']} | "
                               f"{s['ack_p50']}/{s['ack_p90']}/{s['ack_p99']} | "
                               f"{s['deliv_p50']}/{s['deliv_p90']}/{s['deliv_p99']} | "
                               f"{s['server_cpu']} | {s['server_us_per_msg']} | {s['gen_cpu']} | "

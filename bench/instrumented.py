@@ -38,6 +38,18 @@ def counting_loop():
                 f.write(f"{n} {name}\n")
 
     signal.signal(signal.SIGUSR1, dump)
+
+    def memory(*_):
+        # With PYTHONTRACEMALLOC set: where the live memory was allocated.
+        import gc
+        import tracemalloc
+        gc.collect()
+        stats = tracemalloc.take_snapshot().statistics("lineno")
+        with open(os.environ["SYARAH_BENCH_TASKS"] + ".mem", "w") as f:
+            for st in stats[:40]:
+                f.write(f"{st.size / 1024:9.0f} KiB {st.count:7d} {st.traceback}\n")
+
+    signal.signal(signal.SIGUSR2, memory)
     return loop
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 from bench import procs
@@ -17,7 +18,7 @@ def message_ramp(server: procs.Server, pairs: int, step_seconds: float, progress
     config = {
         "url": server.url, "mode": server.mode, "users": procs.users(2 * pairs),
         "steps": STEPS, "stepSeconds": step_seconds, "warmup": 1.5, "grace": 2.0,
-        "p99Limit": 100, "maxFails": 1, "serverPid": server.pid, "dbPid": procs.db_pid(),
+        "p99Limit": 100, "maxFails": 2, "fixed": [1000], "serverPid": server.pid, "dbPid": procs.db_pid(),
         # Clients of the API send their token with every event.
         "tokenPerMessage": True,
     }
@@ -32,7 +33,7 @@ def message_ramp(server: procs.Server, pairs: int, step_seconds: float, progress
                 progress(f"{label}: {row['ready']} pairs connected")
                 continue
             results.append(row)
-            progress(f"{label}: {row['rate']} msg/s -> ack p99 {row['ack_p99']} ms,"
+            progress(f"{label}: {'fixed ' if row.get('fixed') else ''}{row['rate']} msg/s -> ack p99 {row['ack_p99']} ms,"
                      f" delivery p99 {row['deliv_p99']} ms, {'held' if row['held'] else 'NOT held'}")
     finally:
         gen.stop()
@@ -40,7 +41,7 @@ def message_ramp(server: procs.Server, pairs: int, step_seconds: float, progress
 
 
 def idle_connections(server: procs.Server, count: int, progress, label: str,
-                     per_process: int = 5000) -> dict:
+                     per_process: int = 5000, deadline: float = 240) -> dict:
     """Hold ``count`` authenticated idle connections from several generator processes
     (each below the per-process file limit); RSS per connection on the server."""
     time.sleep(0.5)
@@ -51,14 +52,34 @@ def idle_connections(server: procs.Server, count: int, progress, label: str,
     try:
         for i in range(0, count, per_process):
             config = {"url": server.url, "mode": server.mode,
-                      "users": all_users[i:i + per_process], "concurrency": 64}
+                      "users": all_users[i:i + per_process], "concurrency": 32,
+                      "deadlineSeconds": deadline}
             gens.append(procs.node("conns.js", config, f"conns{i}-{server.kind}"))
-        for g in gens:
-            row = json.loads(g.p.stdout.readline() or '{"ready": 0, "failed": -1}')
+        opened = [0] * len(gens)
+        finals: list[dict | None] = [None] * len(gens)
+
+        def follow(n, g):
+            for line in g.p.stdout:
+                row = json.loads(line)
+                if "opened" in row:
+                    opened[n] = row["opened"]
+                elif "ready" in row:
+                    opened[n] = row["ready"]
+                    finals[n] = row
+                    return
+            finals[n] = {"ready": 0, "failed": -1, "firstError": g.log()}
+
+        threads = [threading.Thread(target=follow, args=(n, g), daemon=True)
+                   for n, g in enumerate(gens)]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            progress(f"{label}: {sum(opened)}/{count} idle connections open")
+            time.sleep(2)
+        for row in finals:
             ready += row["ready"]
             failed += row["failed"]
             first_error = first_error or row.get("firstError")
-            progress(f"{label}: {ready}/{count} idle connections open")
         connect_seconds = time.time() - started
         time.sleep(3)  # let buffers settle and a ping round pass the busiest moment
         rss1 = procs.rss_kib(server.pid)

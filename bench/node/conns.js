@@ -21,13 +21,17 @@ function connect(user, i) {
 
 async function main() {
   let next = 0;
+  // Past the deadline, report what is held rather than run the benchmark long.
+  const deadline = Date.now() + (cfg.deadlineSeconds || 600) * 1000;
   const worker = async () => {
-    while (next < cfg.users.length) {
+    while (next < cfg.users.length && Date.now() < deadline) {
       const i = next++;
       await connect(cfg.users[i], i);
     }
   };
+  const ticker = setInterval(() => process.stdout.write(JSON.stringify({ opened: held.length }) + "\n"), 2000);
   await Promise.all(Array.from({ length: cfg.concurrency || 64 }, worker));
+  clearInterval(ticker);
   process.stdout.write(JSON.stringify({ ready: held.length, failed, firstError }) + "\n");
   setInterval(() => {
     const alive = held.filter((s) => s.connected).length;

@@ -137,16 +137,27 @@ async function main() {
   }
 
   await run(cfg.steps[0], cfg.warmup, false);
+  const judge = (r) => r.delivered === r.sent && r.acked === r.sent && r.errors === 0 &&
+    r.ack_p99 <= cfg.p99Limit && r.deliv_p99 <= cfg.p99Limit && r.achieved >= 0.95 * r.rate;
+  // let a backlog drain before the next step
+  const pause = (held) => new Promise((res) => setTimeout(res, held ? 200 : 2000));
   let fails = 0;
   for (const rate of cfg.steps) {
     const r = await run(rate, cfg.stepSeconds, true);
-    const held = r.delivered === r.sent && r.acked === r.sent && r.errors === 0 &&
-      r.ack_p99 <= cfg.p99Limit && r.deliv_p99 <= cfg.p99Limit && r.achieved >= 0.95 * rate;
-    r.held = held;
+    r.held = judge(r);
     process.stdout.write(JSON.stringify(r) + "\n");
-    if (!held && ++fails >= cfg.maxFails) break;
-    // let a backlog drain before the next step
-    await new Promise((res) => setTimeout(res, held ? 200 : 1500));
+    // consecutive failures end the ramp: one alone may be another job's burst
+    fails = r.held ? 0 : fails + 1;
+    if (fails >= cfg.maxFails) break;
+    await pause(r.held);
+  }
+  // Fixed points measured whatever the ramp reached (the targets name 1,000 msg/s).
+  for (const rate of cfg.fixed || []) {
+    await pause(false);
+    const r = await run(rate, cfg.stepSeconds, true);
+    r.held = judge(r);
+    r.fixed = true;
+    process.stdout.write(JSON.stringify(r) + "\n");
   }
   for (const s of sockets) s.close();
   process.exit(0);
