@@ -88,14 +88,29 @@ def main(argv=None) -> int:
     ap.add_argument("--pairs", type=int, default=50)
     ap.add_argument("--only", default="", help="comma list: messages,connections,growth")
     ap.add_argument("--no-write", action="store_true", help="do not write bench/RESULTS.md")
+    ap.add_argument("--render", action="store_true",
+                    help="rewrite bench/RESULTS.md from the last run's bench/results.json")
     args = ap.parse_args(argv)
+    if args.render:
+        with open(os.path.join(procs.HERE, "results.json")) as f:
+            saved = json.load(f)
+        r = saved["run"]
+        report = render(saved["messages"], saved["connections"], saved["growth"], r["quick"],
+                        r["rounds"], r["step_seconds"], r["pairs"], saved["note"],
+                        saved["machine"], r["command"])
+        print(report["table"])
+        with open(os.path.join(procs.HERE, "RESULTS.md"), "w") as f:
+            f.write(report["markdown"])
+        return 0
     quick = args.quick
     parts = set(args.only.split(",")) if args.only else {"messages", "connections", "growth"}
     rounds = 1 if quick else 2
-    step_seconds = 2 if quick else 3
+    step_seconds = 2 if quick else 2.5
     conns = {"product": 2000 if quick else 15000,
              "python-socketio": 2000 if quick else 5000,
-             "node-socket.io": 2000 if quick else 5000}
+             "node-socket.io": 2000 if quick else 5000,
+             # the stack's own cost per connection, without the compressor
+             "python-socketio-nodeflate": 2000 if quick else 3000}
     sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
     note = busy_note()
     info = machine()
@@ -118,7 +133,7 @@ def main(argv=None) -> int:
                     finally:
                         server.stop()
         if "connections" in parts:
-            for kind in KINDS:
+            for kind in (*KINDS, "python-socketio-nodeflate"):
                 server = procs.Server(kind, db_url)
                 try:
                     idle[kind] = loadtest.idle_connections(
@@ -132,15 +147,18 @@ def main(argv=None) -> int:
     if sys.stderr.isatty():
         sys.stderr.write("\n")
 
+    command = " ".join(["bench/run"] + (argv if argv is not None else sys.argv[1:]))
     report = render(msg, idle, grow, quick, rounds, step_seconds, args.pairs, note, info,
-                    " ".join(["python -m bench"] + (argv if argv is not None else sys.argv[1:])))
+                    command)
     print(report["table"])
     if not args.no_write:
         with open(os.path.join(procs.HERE, "RESULTS.md"), "w") as f:
             f.write(report["markdown"])
         with open(os.path.join(procs.HERE, "results.json"), "w") as f:
             json.dump({"messages": msg, "connections": idle, "growth": grow,
-                       "machine": info, "note": note}, f, indent=1)
+                       "machine": info, "note": note,
+                       "run": {"quick": quick, "rounds": rounds, "step_seconds": step_seconds,
+                               "pairs": args.pairs, "command": command}}, f, indent=1)
     return 0
 
 
@@ -179,8 +197,11 @@ def render(msg, idle, grow, quick, rounds, step_seconds, pairs, note, info, comm
         rows.append(("Idle authenticated connections", "", "", "", ""))
         rows.append(("connections held (asked)",
                      *[f"{idle[k]['held']} ({idle[k]['count']})" if k in idle else "-" for k in KINDS], ""))
+        bare = idle.get("python-socketio-nodeflate")
         rows.append(("RSS KiB per connection",
-                     *[fmt(idle[k]["kib_per_conn"]) if k in idle else "-" for k in KINDS], ""))
+                     *[fmt(idle[k]["kib_per_conn"]) if k in idle else "-" for k in KINDS],
+                     f"python-socketio without permessage-deflate: {bare['kib_per_conn']} KiB"
+                     if bare else ""))
         rows.append(("connects per second",
                      *[fmt(idle[k]["connect_rate"]) if k in idle else "-" for k in KINDS], ""))
     table = ["| measure | product (MariaDB) | python-socketio relay | node socket.io relay | ratio / note |",
@@ -224,6 +245,10 @@ def render(msg, idle, grow, quick, rounds, step_seconds, pairs, note, info, comm
                               f"{s['server_cpu']} | {s['server_us_per_msg']} | {s['gen_cpu']} | "
                               f"{'yes' if s['held'] else 'no'} |")
         md.append("")
+    findings = os.path.join(procs.HERE, "FINDINGS.md")
+    if os.path.exists(findings):
+        with open(findings) as f:
+            md += [f.read(), ""]
     if grow:
         md += ["## Query plans (EXPLAIN at the largest size)", ""]
         for op, stmts in grow["plans"].items():

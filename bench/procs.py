@@ -139,6 +139,10 @@ class Server:
         elif kind == "python-socketio":
             argv = [PYTHON, os.path.join(HERE, "relay_py.py"), str(self.port)]
             health = None
+        elif kind == "python-socketio-nodeflate":
+            argv = [PYTHON, os.path.join(HERE, "relay_py.py"), str(self.port),
+                    "--no-compression"]
+            health = None
         elif kind == "node-socket.io":
             argv = ["node", os.path.join(NODE_DIR, "relay.js"), str(self.port)]
             health = None

@@ -106,7 +106,9 @@ def summarise(path, top=25):
     own, total, samples = {}, {}, 0
     with open(path) as f:
         for line in f:
-            stack, _, n = line.rpartition(" ")
+            stack, _, n = line.strip().rpartition(" ")
+            if not n.isdigit():
+                continue
             n = int(n)
             samples += n
             frames = stack.split(";")

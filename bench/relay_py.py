@@ -1,7 +1,7 @@
 """The ceiling of the stack: bare python-socketio on Tornado with its defaults.
 
 It relays each createMessage to the sender's two-member room and acks it, and does
-nothing else (no auth, no store). Run: python bench/relay_py.py PORT
+nothing else (no auth, no store). Run: python bench/relay_py.py PORT [--no-compression]
 """
 
 import asyncio
@@ -33,11 +33,25 @@ async def create_message(sid, data):
     return data
 
 
-async def main(port: int):
-    app = tornado.web.Application([(r"/socket.io/", socketio.get_tornado_handler(sio))])
+def handler(compression: bool):
+    base = socketio.get_tornado_handler(sio)
+    if compression:
+        return base
+
+    class Uncompressed(base):
+        def get_compression_options(self):
+            return None
+
+    return Uncompressed
+
+
+async def main(port: int, compression: bool = True):
+    app = tornado.web.Application([(r"/socket.io/", handler(compression))])
     app.listen(port, "127.0.0.1")
     await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    # --no-compression: the same relay without permessage-deflate, to tell the
+    # stack's own per-connection memory from the compressor's.
+    asyncio.run(main(int(sys.argv[1]), "--no-compression" not in sys.argv))
