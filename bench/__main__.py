@@ -37,8 +37,8 @@ def machine() -> dict:
             return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
         except Exception:
             return "?"
-    import engineio
-    import socketio
+    from importlib import metadata
+
     import tornado
     with open(os.path.join(procs.NODE_DIR, "node_modules", "socket.io", "package.json")) as f:
         sio_node = json.load(f)["version"]
@@ -49,10 +49,9 @@ def machine() -> dict:
     return {
         "cpu": f"{os.cpu_count()} x {cpu}", "kernel": platform.release(),
         "python": platform.python_version(), "tornado": tornado.version,
-        "python-socketio": socketio.__version__ if hasattr(socketio, "__version__") else
-        out(sys.executable, "-m", "pip", "show", "python-socketio").split("\n")[1],
-        "python-engineio": out(sys.executable, "-c",
-                               "import importlib.metadata as m; print(m.version('python-engineio'))"),
+        "python-socketio": metadata.version("python-socketio"),
+        "python-engineio": metadata.version("python-engineio"),
+        "orjson": metadata.version("orjson"),
         "node": out("node", "--version"), "socket.io (node)": sio_node,
         "socket.io-client": sio_client,
         "mariadb": out("mysql", "--version"),
@@ -95,6 +94,9 @@ def main(argv=None) -> int:
         with open(os.path.join(procs.HERE, "results.json")) as f:
             saved = json.load(f)
         r = saved["run"]
+        if saved["growth"]:
+            # JSON turned the sizes into strings
+            saved["growth"]["ms"] = {int(k): v for k, v in saved["growth"]["ms"].items()}
         report = render(saved["messages"], saved["connections"], saved["growth"], r["quick"],
                         r["rounds"], r["step_seconds"], r["pairs"], saved["note"],
                         saved["machine"], r["command"])
