@@ -25,6 +25,11 @@ def socketio_handler(sio, compression: bool):
             self.set_nodelay(True)
             await super().open(*args, **kwargs)
 
+        def on_message(self, message):
+            # The library's on_message is a coroutine, which Tornado wraps in a task
+            # per frame only to put the frame on an unbounded queue.
+            self.receive_queue.put_nowait(message)
+
     return SocketIOHandler
 
 

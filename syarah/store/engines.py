@@ -32,6 +32,10 @@ class Engine:
     def is_connection_error(self, exc: BaseException) -> bool:
         return False
 
+    def use_index(self, index: str) -> str:
+        """Text to put after a table reference so that the engine walks ``index``."""
+        return ""
+
     def insert_or_ignore(self, sql: str) -> str:
         """Turn ``INSERT INTO`` into the engine's insert that skips duplicate keys."""
         raise NotImplementedError
@@ -109,6 +113,13 @@ class MysqlEngine(Engine):
     def is_connection_error(self, exc):
         return self._errno(exc) in _CONNECTION_ERRORS or isinstance(
             exc, (ConnectionError, OSError))
+
+    def use_index(self, index):
+        # MariaDB 10.11 picks `ref` on the index's first column for
+        # "chat_header_id = ? AND id < ? ORDER BY id DESC LIMIT n" and walks the whole
+        # chat from its newest message: a page 25k messages deep into a 50k-message
+        # chat took 104 ms, against 0.4 ms as a range scan (bench/RESULTS.md, growth).
+        return f" FORCE INDEX ({index})"
 
     def insert_or_ignore(self, sql):
         return sql.replace("INSERT INTO", "INSERT IGNORE INTO", 1)

@@ -12,6 +12,12 @@ class _Refused(Exception):
     """The author may not write to the chat; the reason is looked up afterwards."""
 
 
+def _paged(engine) -> str:
+    """_SELECT for keyset pages of one chat: a range on (chat_header_id, id)."""
+    return (f"SELECT {MESSAGE_COLUMNS} FROM messages m{engine.use_index('ix_messages_chat')}"
+            " LEFT JOIN users u ON u.id = m.user_id")
+
+
 class Duplicate(Exception):
     """The author already sent a message with this clientMessageId."""
 
@@ -107,7 +113,7 @@ class MessageStore:
         (chat_header_id, id) index). Returns the page and the chat's message count."""
         async def txn_fn(txn):
             found = await txn.fetchall(
-                _SELECT + " WHERE m.chat_header_id = ? AND m.id < ?"
+                _paged(self.db.engine) + " WHERE m.chat_header_id = ? AND m.id < ?"
                 " ORDER BY m.id DESC LIMIT ? OFFSET ?",
                 chat_id, before_id or rows_max_id(), limit, skip)
             total = await txn.fetchone(

@@ -1,0 +1,65 @@
+"""A server (the product or the bare relay) with an asyncio task counter: every task
+created is counted, and the count is written to $SYARAH_BENCH_TASKS on SIGUSR1.
+
+Run: python bench/instrumented.py product ARGS... | python bench/instrumented.py relay PORT
+"""
+
+import asyncio
+import os
+import runpy
+import signal
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import collections
+
+created = 0
+by_name = collections.Counter()
+_new_event_loop = asyncio.new_event_loop
+
+
+def counting_loop():
+    loop = _new_event_loop()
+
+    def factory(loop, coro, **kwargs):
+        global created
+        created += 1
+        by_name[getattr(coro, "__qualname__", type(coro).__name__)] += 1
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(factory)
+
+    def dump(*_):
+        with open(os.environ["SYARAH_BENCH_TASKS"], "w") as f:
+            f.write(str(created) + "\n")
+            for name, n in by_name.most_common(15):
+                f.write(f"{n} {name}\n")
+
+    signal.signal(signal.SIGUSR1, dump)
+
+    def memory(*_):
+        # With PYTHONTRACEMALLOC set: where the live memory was allocated.
+        import gc
+        import tracemalloc
+        gc.collect()
+        stats = tracemalloc.take_snapshot().statistics("lineno")
+        with open(os.environ["SYARAH_BENCH_TASKS"] + ".mem", "w") as f:
+            for st in stats[:40]:
+                f.write(f"{st.size / 1024:9.0f} KiB {st.count:7d} {st.traceback}\n")
+
+    signal.signal(signal.SIGUSR2, memory)
+    return loop
+
+
+asyncio.new_event_loop = counting_loop
+asyncio.events.new_event_loop = counting_loop
+
+kind = sys.argv.pop(1)
+if kind == "product":
+    from syarah.server import main
+    sys.exit(main(sys.argv[1:]))
+else:
+    sys.argv[0] = os.path.join(ROOT, "bench", "relay_py.py")
+    runpy.run_path(sys.argv[0], run_name="__main__")
