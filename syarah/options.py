@@ -90,6 +90,8 @@ _DEFS = [
      "Socket.IO connection attempts per client address"),
     ("max_sockets_per_user", 20, int, "open sockets one user may hold on this node"),
     ("max_rooms_per_socket", 500, int, "chat rooms one socket may have joined at once"),
+    ("max_tokenless_sockets_per_address", 100, int,
+     "sockets without a token one address may hold (they claim a userId unproven)"),
 ]
 
 NAMES = [d[0] for d in _DEFS]
@@ -152,6 +154,7 @@ class Settings:
     rate_connect_address: str
     max_sockets_per_user: int
     max_rooms_per_socket: int
+    max_tokenless_sockets_per_address: int
 
     @property
     def effective_database_url(self) -> str:

@@ -90,6 +90,7 @@ class Limits:
                     self.buckets[(action, scope)] = TokenBuckets(rate)
         self.max_sockets_per_user = settings.max_sockets_per_user
         self.max_rooms_per_socket = settings.max_rooms_per_socket
+        self.max_tokenless_per_address = settings.max_tokenless_sockets_per_address
         self.on_limited = on_limited or (lambda action, scope: None)
 
     def limits(self, action: str) -> bool:

@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 
+import engineio.payload
 import tornado.httpserver
 
 from syarah import jsonlib, logs, metrics, options, paths
@@ -35,7 +36,14 @@ def make_verifier(settings) -> TokenVerifier:
         audience=settings.jwt_audience, user_claim=settings.jwt_user_claim)
 
 
+# python-engineio decodes at most 16 packets from one polling request and drops the
+# whole request beyond that; socket.io-client batches every event queued while a poll
+# was out (a burst of sends, or what was emitted before connecting) into one request.
+POLLING_PACKETS_PER_REQUEST = 1000
+
+
 def make_socketio(settings, client_manager=None) -> ChatServer:
+    engineio.payload.Payload.max_decode_packets = POLLING_PACKETS_PER_REQUEST
     return ChatServer(
         async_mode="tornado",
         # The Redis manager for a deployment of several nodes; else the in-process one.

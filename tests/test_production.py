@@ -478,3 +478,15 @@ def test_systemd_unit_verifies(tmp_path):
                   if "syarah.service" in line]
     assert result.returncode == 0, result.stderr
     assert not complaints, complaints
+
+
+async def test_tokenless_sockets_cannot_crowd_out_the_real_user(limited, clients):
+    """Sockets that only claim a userId count against their address, not the user."""
+    ann = User(limited, "Ann")
+    await register(ann)
+    crowd = fake_address()
+    for _ in range(3):
+        await clients(ann, with_token=False, headers={"X-Forwarded-For": crowd})
+    # Ann, with her token, still connects: the tokenless ones are not hers.
+    mine = await connect_from(clients, ann, fake_address())
+    assert (await mine.call("getMyChats", {})) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from syarah import types
+from syarah.types import FriendshipStatus
 from syarah.errors import Forbidden, NotFound, Validation
 from syarah.handlers.context import Context, now_ms
 from syarah.protocol import inbound as dto
@@ -71,7 +72,9 @@ async def get_my_chats(ctx: Context, e: dto.GetMyChats):
             last_message_time=(Time(s.chat.last_message_ms)
                                if s.chat.last_message_ms is not None else None),
             creation_time=Time(s.chat.creation_ms),
-            is_online=bool(other and other.id in online),
+            # A blocked pair does not see each other's presence.
+            is_online=bool(other and other.id in online
+                           and s.friendship_status != FriendshipStatus.BLOCKED),
             unread_count=s.unread_count,
             friendship_status=s.friendship_status))
     return out

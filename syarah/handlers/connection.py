@@ -6,8 +6,8 @@ import logging
 from urllib.parse import parse_qs
 
 from syarah.errors import ChatError, Unauthorized, Validation
-from syarah.handlers.context import Services, SocketState
-from syarah.protocol.fields import Guid, Text
+from syarah.handlers.context import Services, SocketState, prove
+from syarah.protocol.fields import Guid
 from syarah.protocol.outbound import ClientStatus
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ async def open_socket(services: Services, sid: str, environ: dict, auth) -> Sock
     query = parse_qs(environ.get("QUERY_STRING", ""))
     raw_user = _first(query, "userId", "UserId")
     user_id = Guid().parse(raw_user, "userId") if raw_user else None
-    client_type = Text(40).parse(_first(query, "clientType") or "unknown", "clientType")
+    # Only echoed in clientStatus: an odd value is trimmed rather than refused.
+    client_type = (_first(query, "clientType") or "unknown").replace("\x00", "")[:40]
     token = connection_token(environ, auth)
     identity = None
     if token:
@@ -56,7 +57,10 @@ async def open_socket(services: Services, sid: str, environ: dict, auth) -> Sock
         raise Validation("The userId query parameter is required.")
     socket = SocketState(sid=sid, user_id=user_id, client_type=client_type,
                          identity=identity, connect_identity=identity)
-    await services.rooms.join_user(sid, user_id)
+    if identity is not None:
+        await prove(services, socket)
+    # A tokenless socket still counts for presence (CONTRACT §1: seed-compatible), but
+    # hears nothing addressed to the user until a token proves it is theirs.
     if await services.presence.add_socket(user_id, sid):
         await announce(services, socket, True)
     return socket

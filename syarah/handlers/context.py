@@ -125,6 +125,16 @@ class SocketState:
     joined: set = field(default_factory=set)
     # The client's address as Tornado sees it (the proxy's X-Real-Ip with xheaders).
     address: str | None = None
+    # In the user's personal room (user-addressed events such as clientStatus): only
+    # once a token has proven the socket is that user's.
+    personal: bool = False
+
+
+async def prove(services: "Services", socket: SocketState) -> None:
+    """The socket's identity is proven: let it hear what is addressed to its user."""
+    if not socket.personal:
+        await services.rooms.join_user(socket.sid, socket.user_id)
+        socket.personal = True
 
 
 @dataclass
@@ -144,6 +154,7 @@ async def authenticate(services: Services, socket: SocketState,
             raise Unauthorized("The access token belongs to another user than this socket.")
         user = await services.users.ensure(identity.user, identity.issued_at)
         socket.identity = identity
+        await prove(services, socket)
         return user
     proven = [i for i in (socket.identity, socket.connect_identity) if i is not None]
     if not proven:

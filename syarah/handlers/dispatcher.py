@@ -75,6 +75,14 @@ class EventObserver:
 SERVER_TROUBLE = ("UNAVAILABLE", "INTERNAL")
 
 
+def _bump(counts: dict, key, delta: int) -> None:
+    left = counts.get(key, 0) + delta
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
 class ChatNamespace(socketio.AsyncNamespace):
     def __init__(self, services: Services, observer: EventObserver | None = None,
                  limits=None):
@@ -83,6 +91,8 @@ class ChatNamespace(socketio.AsyncNamespace):
         self.sockets: dict[str, SocketState] = {}
         # user id -> how many of the user's sockets this node holds
         self.user_sockets: dict[str, int] = {}
+        self.proven_sockets: dict[str, int] = {}
+        self.tokenless_sockets: dict[str, int] = {}
         self.observer = observer or EventObserver()
         # syarah.ratelimit.Limits; None: nothing is limited
         self.limits = limits
@@ -106,7 +116,7 @@ class ChatNamespace(socketio.AsyncNamespace):
         if event == "connect":
             return await self.on_connect(*args)
         if event == "disconnect":
-            return await self.on_disconnect(args[0])
+            return await self.on_disconnect(*args[:2])
         return await self.dispatch(event, args[0], args[1:])
 
     async def on_connect(self, sid, environ, auth=None):
@@ -117,12 +127,10 @@ class ChatNamespace(socketio.AsyncNamespace):
             self._check_connect(environ, auth, address)
             socket = await connection.open_socket(self.services, sid, environ, auth)
             socket.address = address
-            if self._over_socket_cap(socket.user_id):
-                # It was not the user's first socket, so nothing was announced.
+            refusal = self._over_socket_cap(socket)
+            if refusal:
                 await connection.close_socket(self.services, socket)
-                raise RateLimited(
-                    f"You have {self.limits.max_sockets_per_user} connections open, "
-                    "the most allowed; close one first.")
+                raise RateLimited(refusal)
         except ChatError as exc:
             log.info("connection from %s refused: %s %s", address, exc.code, exc.message)
             self.observer.connection_refused(exc.code)
@@ -134,7 +142,8 @@ class ChatNamespace(socketio.AsyncNamespace):
             raise socketio.exceptions.ConnectionRefusedError(
                 Internal().message, {"code": "INTERNAL"})
         self.sockets[sid] = socket
-        self.user_sockets[socket.user_id] = self.user_sockets.get(socket.user_id, 0) + 1
+        _bump(self.user_sockets, socket.user_id, +1)
+        _bump(*self._cap_count(socket), +1)
         self.observer.connections_changed(+1)
 
     def _check_connect(self, environ, auth, address):
@@ -151,24 +160,52 @@ class ChatNamespace(socketio.AsyncNamespace):
                 pass
         self.limits.check("connect", user_id=user_id, address=address)
 
-    def _over_socket_cap(self, user_id: str) -> bool:
-        cap = self.limits.max_sockets_per_user if self.limits else 0
-        return cap > 0 and self.user_sockets.get(user_id, 0) >= cap
+    def _cap_count(self, socket: SocketState) -> tuple[dict, str]:
+        # A token-proven socket counts against its user; a tokenless one only claims a
+        # userId, so it counts against its address (else anyone could use up another
+        # user's sockets by naming them).
+        if socket.connect_identity is not None:
+            return self.proven_sockets, socket.user_id
+        return self.tokenless_sockets, socket.address or "?"
 
-    async def on_disconnect(self, sid):
+    def _over_socket_cap(self, socket: SocketState) -> str | None:
+        if self.limits is None:
+            return None
+        counts, key = self._cap_count(socket)
+        if counts is self.proven_sockets:
+            cap = self.limits.max_sockets_per_user
+            message = f"You have {cap} connections open, the most allowed; close one first."
+        else:
+            cap = self.limits.max_tokenless_per_address
+            message = (f"{cap} connections without an access token are open from your "
+                       "address; connect with auth: {accessToken}.")
+        return message if cap > 0 and counts.get(key, 0) >= cap else None
+
+    async def on_disconnect(self, sid, reason=None):
+        if reason == self.server.reason.CLIENT_DISCONNECT:
+            self._release_long_poll(sid)
         socket = self.sockets.pop(sid, None)
         if socket is None:
             return
-        left = self.user_sockets.get(socket.user_id, 1) - 1
-        if left > 0:
-            self.user_sockets[socket.user_id] = left
-        else:
-            self.user_sockets.pop(socket.user_id, None)
+        _bump(self.user_sockets, socket.user_id, -1)
+        _bump(*self._cap_count(socket), -1)
         self.observer.connections_changed(-1)
         try:
             await connection.close_socket(self.services, socket)
         except Exception:
             log.exception("disconnect of %s not completed", sid)
+
+    def _release_long_poll(self, sid: str) -> None:
+        """A polling client that says goodbye still has a GET waiting for packets;
+        python-engineio would hold it until ping_interval + ping_timeout (45 s) ran
+        out. An empty wake-up answers it now, as Node's engine.io does."""
+        try:
+            eio_sid = self.server.manager.eio_sid_from_sid(sid, "/")
+            eio_socket = self.server.eio.sockets.get(eio_sid)
+            if eio_socket is not None and not eio_socket.upgraded:
+                eio_socket.queue.put_nowait(None)
+        except Exception:   # internals of the library: never let this break a disconnect
+            log.debug("long poll of %s not released", sid, exc_info=True)
 
     async def dispatch(self, event: str, sid: str, args: tuple):
         started = time.perf_counter()
