@@ -48,10 +48,14 @@ async def leave_room(ctx: Context, e: dto.LeaveRoom):
 
 async def room_typing(ctx: Context, e: dto.RoomTyping):
     # Joining required membership, and removal from a chat takes its sockets out of
-    # the room, so being in the room is all the proof needed: typing stays off the
-    # database entirely.
+    # the room, so being in the room is all the proof of membership needed.
     if not ctx.services.rooms.has_joined(ctx.sid, e.chat_header_id):
         raise Forbidden("Join the chat's room before sending typing notifications.")
+    # A block may come after the join, from any node, so it is asked each time: one
+    # lookup by primary keys (a cache would need invalidating across nodes, and the
+    # typing rate limit already bounds how often a socket gets here).
+    if await ctx.services.store.chat_blocked(e.chat_header_id):
+        raise Forbidden("This conversation is blocked.")
     name = e.name if e.name else ctx.user.name
     await ctx.services.rooms.to_chat(
         e.chat_header_id, "typing",
