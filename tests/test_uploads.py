@@ -14,6 +14,7 @@ import struct
 import subprocess
 import time
 import urllib.request
+import uuid
 import zlib
 
 import pytest
@@ -632,6 +633,53 @@ async def test_deleting_or_replacing_the_last_message_of_an_upload_deletes_it(
     assert get(server, other)[0] == 200
     await a.call("removeMessage", {"ids": [msg["id"]], "chatHeaderId": chat_id})
     assert get(server, other)[0] == 404
+
+
+async def test_upgrading_counts_each_uploads_messages_and_frees_the_forgotten(store_kind):
+    """v0004 on a database of the release before: uploads carried by messages get
+    their count; those whose messages were deleted back then become orphans."""
+    from conftest import new_database_url
+    from syarah.store import DataStore, Database
+    from syarah.store.migrations import available, current_version, migrate
+    from syarah.types import User as Person
+
+    url, cleanup = new_database_url(store_kind)
+    db = await Database.connect(url, pool_size=2)
+    try:
+        await current_version(db)
+        for version, name, statements in available():
+            if version >= 4:
+                break
+
+            async def apply(txn, version=version, name=name, statements=statements):
+                for statement in statements:
+                    await txn.execute(db.engine.ddl(statement))
+                await txn.execute("INSERT INTO schema_version (version, name, applied_ms)"
+                                  " VALUES (?, ?, 0)", version, name)
+            await db.run(apply)
+        store = DataStore(db)
+        ann, bob = Person(str(uuid.uuid4()), "Ann", None), Person(str(uuid.uuid4()), "Bob", None)
+        for u in (ann, bob):
+            await store.upsert_user(u, 1)
+        chat = await store.get_or_create_individual_chat(ann.id, bob.id, 1)
+        paths = {n: f"/uploads/chat-messages/images/{n * 32}.webp" for n in "ABC"}
+        for n, path in paths.items():
+            # As v0003 wrote them: every one was used by a message once.
+            await db.execute("INSERT INTO uploads (path, user_id, message_type, size,"
+                             " creation_ms, used_ms) VALUES (?, ?, 2, 1, 1, 1)",
+                             path, ann.id)
+        for path in (paths["A"], paths["A"], paths["B"]):
+            await store.add_message(chat.id, ann, path, 2, None, None, 2)
+        # Bob's text that happens to read like Ann's path counts for nothing.
+        await store.add_message(chat.id, bob, paths["C"], 0, None, None, 2)
+        assert await migrate(db) == ["v0004_upload_names"]
+        got = {n: await store.get_upload(p) for n, p in paths.items()}
+        assert [(got[n].use_count, got[n].used_ms) for n in "ABC"] == [
+            (2, 1), (1, 1), (0, None)]
+        assert await store.unused_uploads(10, 10) == [paths["C"]]
+    finally:
+        await db.close()
+        cleanup()
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
