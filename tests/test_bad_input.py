@@ -11,6 +11,7 @@ import pytest
 from conftest import SECRET, dm
 from helpers import assert_error, people, send
 from syarah.auth import mint
+from syarah.protocol.inbound import MAX_SYNC_ROOMS
 
 GUID = "550e8400-e29b-41d4-a716-446655440000"
 MB = 1_000_000
@@ -33,12 +34,14 @@ BAD_GUIDS = ["not-a-guid", GUID + "0", GUID[:-1] + "g", "x" * 100_000, 42, [], {
 BAD_TOKENS = [42, True, [], {}, "x" * 20_000, "Bearer \udc00"]
 BAD_BOOLS = ["yes", 2, 0.5, [], {}, "x" * 100_000]
 BAD_NAMES = [5, [], {}, "n" * 101, "n" * 100_000, "a\x00b", "lone \udfff"]
-BAD_ID_LISTS = ["1,2", 5, {}, [], [0], [-1], ["a"], [[1]], [None], [1.5], [True],
+# An empty list is no list when `id` is given beside it (tests/test_messages.py).
+BAD_ID_LISTS = ["1,2", 5, {}, [0], [-1], ["a"], [[1]], [None], [1.5], [True],
                 list(range(1, 102)), [{"id": 1}]]
 BAD_ROOM_LISTS = ["x", 5, {}, [5], ["x"], [[]], [{}], [{"ChatHeaderId": "x"}],
                   [{"ChatHeaderId": 1, "LastMessageId": -1}],
                   [{"ChatHeaderId": 1, "LastMessageId": "abc"}],
-                  [{"ChatHeaderId": i + 1, "LastMessageId": 0} for i in range(201)]]
+                  [{"ChatHeaderId": i + 1, "LastMessageId": 0}
+                   for i in range(MAX_SYNC_ROOMS + 1)]]
 
 
 class World:
@@ -118,7 +121,9 @@ def cases(event: str, w: World) -> list:
     if event == "removeMessage":
         base = {"chatHeaderId": chat, "id": mid}
         return common + [{}, {"id": mid}, {"chatHeaderId": chat},
-                         {"chatHeaderId": chat, "id": None, "ids": None}] + (
+                         {"chatHeaderId": chat, "id": None, "ids": None},
+                         {"chatHeaderId": chat, "ids": []},
+                         {"chatHeaderId": chat, "id": None, "ids": []}] + (
             vary(base, "chatHeaderId", BAD_IDS) + vary(base, "id", BAD_IDS)
             + vary(base, "ids", BAD_ID_LISTS)
             + [dict(base, ids=[mid] + list(range(2**40, 2**40 + 100)))]

@@ -111,8 +111,60 @@ async def test_rooms_with_last_message_ids_return_the_missed_messages_oldest_fir
     by_id = {h["id"]: h for h in reply["items"]}
     assert by_id[with_bob]["newMessages"] == []
     assert by_id[with_cat]["newMessages"] == cat_msgs
+    assert by_id[with_bob]["hasMoreNewMessages"] is False
     assert "newMessages" not in by_id[with_eve]
+    assert "hasMoreNewMessages" not in by_id[with_eve]
     assert by_id[with_eve]["lastMessage"] == secret
+
+
+async def test_more_than_200_missed_messages_are_paged_with_has_more(server, clients):
+    ann, bob = await people(server, "Ann", "Bob")
+    a, b = await clients(ann), await clients(bob)
+    chat_id = await dm(a, bob)
+    for i in range(203):
+        await a.emit("createMessage", {"message": f"m{i}", "chatHeaderId": chat_id})
+    # One socket's events run in order: this is answered after all 203.
+    newest = (await a.call("findAllMessages", {"chatHeaderId": chat_id}))["items"][0]
+    assert newest["message"] == "m202"
+    sync = {"RoomsWithLastMessageIds": [{"ChatHeaderId": chat_id, "LastMessageId": 0}]}
+    (header,) = (await b.call("findAllChatHeaders", sync))["items"]
+    assert [m["message"] for m in header["newMessages"]] == [f"m{i}" for i in range(200)]
+    assert header["hasMoreNewMessages"] is True
+    # The rest: sync again from the last one received.
+    sync["RoomsWithLastMessageIds"][0]["LastMessageId"] = header["newMessages"][-1]["id"]
+    (header,) = (await b.call("findAllChatHeaders", sync))["items"]
+    assert [m["message"] for m in header["newMessages"]] == ["m200", "m201", "m202"]
+    assert header["hasMoreNewMessages"] is False
+    # Or page back from the newest with findAllMessages down to what was received.
+    page = await b.call("findAllMessages", {"chatHeaderId": chat_id, "maxResultCount": 3})
+    assert [m["message"] for m in page["items"]] == ["m202", "m201", "m200"]
+
+
+async def test_a_sync_list_of_thousands_of_rooms_is_accepted(server, clients):
+    ann, bob, cat = await people(server, "Ann", "Bob", "Cat")
+    a, b = await clients(ann), await clients(bob)
+    with_bob = await dm(a, bob)
+    await tick()
+    with_cat = await dm(a, cat)
+    from_bob = await send(b, with_bob, "to ann")
+    to_cat = await send(a, with_cat, "to cat")
+    # A client with thousands of rooms sends them all; most are not on this page (or
+    # not even the caller's), and those are ignored.
+    rooms = [{"ChatHeaderId": with_bob + 1000 + i, "LastMessageId": 0} for i in range(4998)]
+    rooms += [{"ChatHeaderId": with_bob, "LastMessageId": 0},
+              {"ChatHeaderId": with_cat, "LastMessageId": 0}]
+    assert len(rooms) == 5000
+    reply = await a.call("findAllChatHeaders", {"RoomsWithLastMessageIds": rooms})
+    by_id = {h["id"]: h for h in reply["items"]}
+    assert set(by_id) == {with_bob, with_cat}
+    assert by_id[with_bob]["newMessages"] == [from_bob]
+    assert by_id[with_cat]["newMessages"] == [to_cat]
+    # Only the returned page is synced.
+    reply = await a.call("findAllChatHeaders", {"RoomsWithLastMessageIds": rooms,
+                                                "MaxResultCount": 1})
+    (header,) = reply["items"]
+    assert header["id"] == with_cat and header["newMessages"] == [to_cat]
+    assert reply["totalCount"] == 2
 
 
 async def test_find_all_chat_headers_errors(server, clients):

@@ -363,6 +363,17 @@ async def test_remove_message_ids_wins_over_id(server, clients):
     assert sorted(m["id"] for m in page["items"]) == [ids[0], ids[2]]
 
 
+async def test_remove_message_empty_ids_beside_id_means_id(server, clients):
+    a, chat_id, ids = await _chat_with(server, clients, 2)
+    reply = await a.call("removeMessage", {"id": ids[0], "ids": [], "chatHeaderId": chat_id})
+    assert reply == {"chatHeaderId": chat_id, "deletedIds": [ids[0]]}
+    for empty in ({"ids": []}, {"Ids": [], "id": None}):
+        assert_error(await a.call("removeMessage", dict(empty, chatHeaderId=chat_id)),
+                     "VALIDATION")
+    page = await a.call("findAllMessages", {"chatHeaderId": chat_id})
+    assert [m["id"] for m in page["items"]] == [ids[1]]
+
+
 async def test_remove_message_is_all_or_nothing(server, clients):
     ann, bob = await people(server, "Ann", "Bob")
     a, b = await clients(ann), await clients(bob)

@@ -189,6 +189,16 @@ async def test_blocking_a_stranger_needs_no_request_first(server):
     assert ok(*ann.http("POST", f"/api/friendships/{bob.id}/unblock"))["status"] is None
 
 
+async def test_blocking_a_user_who_does_not_exist_is_404_and_stores_nothing(server):
+    ann, ghost = User(server, "Ann"), User(server, "Ghost")
+    await register(ann)
+    assert_failure(*ann.http("POST", f"/api/friendships/{ghost.id}/block"), 404)
+    # The id may become a real user later: no block must be waiting for them.
+    await register(ghost)
+    assert friendship_with(ann, ghost) is None and friendship_with(ghost, ann) is None
+    assert ok(*ghost.http("POST", "/api/friendships", {"userId": ann.id}))["status"] == 0
+
+
 # --- group chats ----------------------------------------------------------------------
 
 async def test_create_group_and_add_members_tells_the_room(server, clients):

@@ -189,6 +189,36 @@ async def test_room_typing_without_join_room_is_forbidden(server, clients):
     assert a.received("typing") == [] and b.received("typing") == []
 
 
+async def test_typing_and_editing_in_a_blocked_chat_are_forbidden(server, clients):
+    ann, bob = await people(server, "Ann", "Bob")
+    a, b = await clients(ann), await clients(bob)
+    chat_id = await dm(a, bob)
+    await b.call("joinRoom", {"chatHeaderId": chat_id})
+    own = await send(a, chat_id, "before the block")
+    assert await a.call("roomTyping", {"chatHeaderId": chat_id}) == {"ok": True}
+    await b.wait_for("typing")
+    # Both sockets joined before the block: it must still hold for them.
+    block(bob, ann)
+    for x in (a, b):
+        assert_error(await x.call("roomTyping", {"chatHeaderId": chat_id,
+                                                 "isTyping": True}), "FORBIDDEN")
+    assert_error(await a.call("updateMessage", {"id": own["id"], "message": "edited",
+                                                "chatHeaderId": chat_id}), "FORBIDDEN")
+    await barrier(a, b)
+    assert len(b.received("typing")) == 1 and a.received("typing") == []
+    assert b.received("messageUpdated") == []
+    page = await b.call("findAllMessages", {"chatHeaderId": chat_id})
+    assert page["items"][0]["message"] == "before the block"
+    assert page["items"][0]["lastModificationTime"] is None
+    # Unblocked, both work again.
+    status, body = bob.http("POST", f"/api/friendships/{ann.id}/unblock")
+    assert status == 200, body
+    assert await a.call("roomTyping", {"chatHeaderId": chat_id}) == {"ok": True}
+    edited = await a.call("updateMessage", {"id": own["id"], "message": "edited",
+                                            "chatHeaderId": chat_id})
+    assert edited["chatMessage"]["message"] == "edited"
+
+
 async def test_a_member_removed_from_a_group_hears_and_changes_nothing_more(
         server, clients):
     ann, bob, cat = await people(server, "Ann", "Bob", "Cat")

@@ -14,6 +14,7 @@ import struct
 import subprocess
 import time
 import urllib.request
+import uuid
 import zlib
 
 import pytest
@@ -453,6 +454,35 @@ async def test_files_are_served_with_ranges_types_and_as_attachments(server):
         assert json.loads(data)["success"] is False
 
 
+async def test_documents_download_under_their_own_name(server):
+    ann = User(server, "Ann")
+    cases = {
+        "report.pdf": 'attachment; filename="report.pdf"',
+        "Résumé 2024.pdf": ('attachment; filename="Resume 2024.pdf"; '
+                            "filename*=UTF-8''R%C3%A9sum%C3%A9%202024.pdf"),
+        "Отчёт.docx": ('attachment; filename="download.docx"; '
+                       "filename*=UTF-8''%D0%9E%D1%82%D1%87%D1%91%D1%82.docx"),
+        "docs/notes; v2.txt": 'attachment; filename="notes; v2.txt"',
+        # A right-to-left override would show "txt.eman" as the name's end.
+        "\u202eevil\tname.txt": 'attachment; filename="evil name.txt"',
+    }
+    for filename, expected in cases.items():
+        reply = await upload(server, ann, b"%PDF-1.4 hello", filename, 3)
+        path = reply.json["data"]
+        assert PATH.match(path), path        # the stored name stays random
+        assert filename.rsplit(".", 1)[0] not in path
+        status, headers, data = get(server, path)
+        assert status == 200 and data == b"%PDF-1.4 hello"
+        assert headers["Content-Disposition"] == expected, filename
+    # A name that is only a path or nothing falls back to the stored name.
+    path = (await upload(server, ann, b"data", "../..", 3)).json["data"]
+    name = path.rsplit("/", 1)[1]
+    assert get(server, path)[1]["Content-Disposition"] == f'attachment; filename="{name}"'
+    # Media is shown inline, under no name.
+    path = (await upload(server, ann, wav(), "Voice note.wav", 1)).json["data"]
+    assert "Content-Disposition" not in get(server, path)[1]
+
+
 # ----- media messages
 
 async def test_the_documents_image_message_flow_end_to_end(server, clients):
@@ -557,6 +587,99 @@ async def test_uploads_no_message_used_are_swept(make_server, store_kind, client
     assert reply["code"] == "VALIDATION"
     files = os.listdir(os.path.join(srv.upload_dir, "chat-messages", "audios"))
     assert files == [used.rsplit("/", 1)[1]]
+
+
+async def test_deleting_or_replacing_the_last_message_of_an_upload_deletes_it(
+        server, clients):
+    ann, bob = User(server, "Ann"), User(server, "Bob")
+    await register(ann, bob)
+    a = await clients(ann)
+    chat_id = await dm(a, bob)
+    photo = (await upload(server, ann, jpeg(300, 200), "p.jpg", 2)).json["data"]
+    ids = []
+    for _ in range(2):  # sent twice, as a forward does
+        reply = await a.call("createMessage", {"chatHeaderId": chat_id, "message": photo,
+                                               "messageType": 2})
+        ids.append(reply["chatMessage"]["id"])
+    deleted = await a.call("removeMessage", {"id": ids[0], "chatHeaderId": chat_id})
+    assert deleted["deletedIds"] == [ids[0]]
+    assert get(server, photo)[0] == 200      # the second message still shows it
+    deleted = await a.call("removeMessage", {"id": ids[1], "ids": [],
+                                             "chatHeaderId": chat_id})
+    assert deleted["deletedIds"] == [ids[1]]
+    assert get(server, photo)[0] == 404
+    assert not os.path.exists(os.path.join(server.upload_dir, photo[len("/uploads/"):]))
+    reply = await a.call("createMessage", {"chatHeaderId": chat_id, "message": photo,
+                                           "messageType": 2})
+    assert reply["code"] == "VALIDATION"
+
+    # Edited to another file: the old one goes, the new one stays, once per edit.
+    note, other = [(await upload(server, ann, wav(), f"{n}.wav", 1)).json["data"]
+                   for n in ("note", "other")]
+    msg = (await a.call("createMessage", {"chatHeaderId": chat_id, "message": note,
+                                          "messageType": 1}))["chatMessage"]
+    same = await a.call("updateMessage", {"id": msg["id"], "chatHeaderId": chat_id,
+                                          "message": note, "caption": "just a caption"})
+    assert same["chatMessage"]["caption"] == "just a caption"
+    assert get(server, note)[0] == 200
+    edited = await a.call("updateMessage", {"id": msg["id"], "chatHeaderId": chat_id,
+                                            "message": other})
+    assert edited["chatMessage"]["message"] == other
+    assert get(server, note)[0] == 404 and get(server, other)[0] == 200
+    # A text message's deletion touches no upload; a media message's last one does.
+    text = (await a.call("createMessage", {"chatHeaderId": chat_id,
+                                           "message": other}))["chatMessage"]
+    await a.call("removeMessage", {"ids": [text["id"]], "chatHeaderId": chat_id})
+    assert get(server, other)[0] == 200
+    await a.call("removeMessage", {"ids": [msg["id"]], "chatHeaderId": chat_id})
+    assert get(server, other)[0] == 404
+
+
+async def test_upgrading_counts_each_uploads_messages_and_frees_the_forgotten(store_kind):
+    """v0004 on a database of the release before: uploads carried by messages get
+    their count; those whose messages were deleted back then become orphans."""
+    from conftest import new_database_url
+    from syarah.store import DataStore, Database
+    from syarah.store.migrations import available, current_version, migrate
+    from syarah.types import User as Person
+
+    url, cleanup = new_database_url(store_kind)
+    db = await Database.connect(url, pool_size=2)
+    try:
+        await current_version(db)
+        for version, name, statements in available():
+            if version >= 4:
+                break
+
+            async def apply(txn, version=version, name=name, statements=statements):
+                for statement in statements:
+                    await txn.execute(db.engine.ddl(statement))
+                await txn.execute("INSERT INTO schema_version (version, name, applied_ms)"
+                                  " VALUES (?, ?, 0)", version, name)
+            await db.run(apply)
+        store = DataStore(db)
+        ann, bob = Person(str(uuid.uuid4()), "Ann", None), Person(str(uuid.uuid4()), "Bob", None)
+        for u in (ann, bob):
+            await store.upsert_user(u, 1)
+        chat = await store.get_or_create_individual_chat(ann.id, bob.id, 1)
+        paths = {n: f"/uploads/chat-messages/images/{n * 32}.webp" for n in "ABC"}
+        for n, path in paths.items():
+            # As v0003 wrote them: every one was used by a message once.
+            await db.execute("INSERT INTO uploads (path, user_id, message_type, size,"
+                             " creation_ms, used_ms) VALUES (?, ?, 2, 1, 1, 1)",
+                             path, ann.id)
+        for path in (paths["A"], paths["A"], paths["B"]):
+            await store.add_message(chat.id, ann, path, 2, None, None, 2)
+        # Bob's text that happens to read like Ann's path counts for nothing.
+        await store.add_message(chat.id, bob, paths["C"], 0, None, None, 2)
+        assert await migrate(db) == ["v0004_upload_names"]
+        got = {n: await store.get_upload(p) for n, p in paths.items()}
+        assert [(got[n].use_count, got[n].used_ms) for n in "ABC"] == [
+            (2, 1), (1, 1), (0, None)]
+        assert await store.unused_uploads(10, 10) == [paths["C"]]
+    finally:
+        await db.close()
+        cleanup()
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")

@@ -19,7 +19,8 @@ async def headers_for(ctx: Context, summaries: list[types.ChatSummary],
     missed = {}
     if sync:
         wanted = {s.chat.id: sync[s.chat.id] for s in summaries if s.chat.id in sync}
-        missed = await store.messages_after_many(wanted, PAGE_MAX)
+        # One more than is sent tells whether the client has more to page.
+        missed = await store.messages_after_many(wanted, PAGE_MAX + 1)
     online = await presence.online({m.user.id for ms in members.values() for m in ms})
     headers = []
     for s in summaries:
@@ -37,7 +38,9 @@ async def headers_for(ctx: Context, summaries: list[types.ChatSummary],
             unread_count=s.unread_count,
             members=[Member.of(m, m.user.id in online) for m in members[chat.id]])
         if chat.id in missed:
-            header.new_messages = [ChatMessage.of(m) for m in missed[chat.id]]
+            found = missed[chat.id]
+            header.new_messages = [ChatMessage.of(m) for m in found[:PAGE_MAX]]
+            header.has_more_new_messages = len(found) > PAGE_MAX
         headers.append(header)
     return headers
 

@@ -33,7 +33,9 @@ async def change_friendship(ctx: Context, other_id: str, action: str):
     if other_id == ctx.user.id:
         raise Validation("You cannot be your own friend.")
     store = ctx.services.store
-    if action == "request" and await store.get_user(other_id) is None:
+    # Asking and blocking create rows for the pair; for anybody else they would be
+    # rows about nobody. The other actions need an existing friendship anyway.
+    if action in ("request", "block") and await store.get_user(other_id) is None:
         raise NotFound("That user does not exist.")
     status = await store.change_friendship(ctx.user.id, other_id, action, now_ms())
     return {"userId": other_id, "status": status}

@@ -93,16 +93,23 @@ async def update_message(ctx: Context, e: dto.UpdateMessage):
         if current.message_type != MessageType.TEXT:
             parse_media_path(e.message, current.message_type)
 
-    async def after_update(txn, message):
-        hook = media_hook(ctx, message.message_type, message.message)
-        if hook is not None:
-            await hook(txn, message)
+    media = ctx.services.media
+    release = media.releaser() if media is not None else None
+
+    async def after_update(txn, message, previous):
+        if message.message_type == MessageType.TEXT or previous == message.message:
+            return
+        # Another file: the new one is carried, the old one released.
+        await media_hook(ctx, message.message_type, message.message)(txn, message)
+        await release.in_transaction(txn, [previous])
 
     message = await store.update_message(
         e.id, e.chat_header_id, ctx.user.id, e.message, e.caption, now_ms(), check=check,
-        after_update=after_update)
+        after_update=after_update if media is not None else None)
     chat_message = ChatMessage.of(message)
     await ctx.services.rooms.to_chat(e.chat_header_id, "messageUpdated", chat_message)
+    if release is not None:
+        await release.after_commit()
     return MessageReply(e.chat_header_id, chat_message)
 
 
@@ -111,9 +118,15 @@ async def remove_message(ctx: Context, e: dto.RemoveMessage):
     if not ids:
         raise Validation("id or ids is required.")
     await require_member(ctx, e.chat_header_id)
-    deleted = await ctx.services.store.delete_messages(e.chat_header_id, ctx.user.id, ids)
+    media = ctx.services.media
+    release = media.releaser() if media is not None else None
+    deleted = await ctx.services.store.delete_messages(
+        e.chat_header_id, ctx.user.id, ids,
+        after_delete=release.in_transaction if release is not None else None)
     for message_id in deleted:
         await ctx.services.rooms.to_chat(e.chat_header_id, "messageDeleted", message_id)
+    if release is not None:
+        await release.after_commit()
     return {"chatHeaderId": e.chat_header_id, "deletedIds": deleted}
 
 

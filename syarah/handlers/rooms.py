@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from syarah.errors import Forbidden, Validation
+import logging
+
+from syarah.errors import Forbidden, Unavailable, Validation
 from syarah.handlers.chats import chat_header, individual_chat
 from syarah.handlers.context import Context
 from syarah.handlers.messages import require_member
 from syarah.protocol import inbound as dto
 from syarah.protocol.outbound import JoinRoomReply, MemberJoined, Typing
+
+log = logging.getLogger("syarah.rooms")
 
 
 async def join_room(ctx: Context, e: dto.JoinRoom):
@@ -48,10 +52,11 @@ async def leave_room(ctx: Context, e: dto.LeaveRoom):
 
 async def room_typing(ctx: Context, e: dto.RoomTyping):
     # Joining required membership, and removal from a chat takes its sockets out of
-    # the room, so being in the room is all the proof needed: typing stays off the
-    # database entirely.
+    # the room, so being in the room is all the proof of membership needed.
     if not ctx.services.rooms.has_joined(ctx.sid, e.chat_header_id):
         raise Forbidden("Join the chat's room before sending typing notifications.")
+    if await _blocked(ctx, e.chat_header_id):
+        raise Forbidden("This conversation is blocked.")
     name = e.name if e.name else ctx.user.name
     await ctx.services.rooms.to_chat(
         e.chat_header_id, "typing",
@@ -59,3 +64,19 @@ async def room_typing(ctx: Context, e: dto.RoomTyping):
                user_id=ctx.user.id),
         skip_sid=ctx.sid)
     return {"ok": True}
+
+
+async def _blocked(ctx: Context, chat_id: int) -> bool:
+    """Whether typing into this chat is refused because its pair is Blocked.
+
+    A block may come after the join, from any node, so the store is asked each time:
+    one lookup by primary keys, at most as often as the typing rate limit lets a user
+    through. A cache would need invalidating across nodes to refuse at once.
+    """
+    try:
+        return await ctx.services.store.chat_blocked(chat_id)
+    except Unavailable:
+        # A typing notice is gone in seconds and the socket proved membership when
+        # it joined: during a store outage typing goes on rather than failing.
+        log.debug("store unavailable; typing in chat %s relayed unchecked", chat_id)
+        return False

@@ -14,7 +14,10 @@ import asyncio
 import json
 import logging
 import os
+import re
 import socket
+import unicodedata
+import urllib.parse
 
 
 import aiofiles
@@ -28,7 +31,7 @@ from syarah.errors import (ChatError, Internal, PayloadTooLarge, Unavailable,
                            UnsupportedMedia, Validation)
 from syarah.http.base import ApiHandler
 from syarah.media.kinds import BY_FOLDER, CONTENT_TYPES
-from syarah.media.service import MIB, MediaService, client_extension
+from syarah.media.service import MIB, MediaService, client_extension, client_file_name
 from syarah.media.sniff import HEAD_BYTES
 from syarah.types import MessageType
 
@@ -79,6 +82,7 @@ class IncomingUpload:
         self.user_id = user_id
         self.message_type: int | None = None
         self.ext = ""
+        self.original_name: str | None = None
         self.staged: str | None = None
         self._file = None
         self.file_parts = 0
@@ -103,6 +107,7 @@ class IncomingUpload:
         if self.file_parts > 1:
             raise Validation("Send one file per upload.")
         self.ext = client_extension(filename)
+        self.original_name = client_file_name(filename)
         if self.message_type is not None:
             self._check_extension()
         self.staged = self.media.staging_path()
@@ -151,7 +156,7 @@ class IncomingUpload:
             raise Validation("The file is empty.")
         staged, self.staged = self.staged, None
         return await self.media.store_upload(self.user_id, self.message_type, staged,
-                                             self.ext, bytes(self.head))
+                                             self.ext, bytes(self.head), self.original_name)
 
     async def discard(self) -> None:
         """Close and delete whatever was staged; safe to call more than once."""
@@ -312,6 +317,21 @@ class UploadFileHandler(ApiHandler):
             asyncio.ensure_future(upload.discard())
 
 
+def content_disposition(name: str) -> str:
+    """An attachment header for any name: an ASCII ``filename`` for old clients and
+    the exact name as RFC 5987 ``filename*`` (which every current browser prefers)."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    ascii_name = re.sub(r'[^A-Za-z0-9 !#$&\'()+,.;=@\[\]^_`{}~-]', "_", ascii_name).strip()
+    stem, dot, ext = ascii_name.rpartition(".")
+    if not ascii_name.strip("._ ") or (dot and not stem.strip("._ ")):
+        # Nothing of the name survives in ASCII ("Отчёт.pdf"): keep the extension.
+        ascii_name = "download" + (f".{ext}" if dot and ext else "")
+    value = f'attachment; filename="{ascii_name}"'
+    if ascii_name != name:
+        value += "; filename*=UTF-8''" + urllib.parse.quote(name, safe="")
+    return value
+
+
 class UploadedFileHandler(tornado.web.StaticFileHandler):
     """GET /uploads/chat-messages/<folder>/<name>: range requests come with
     StaticFileHandler; types are set from our own table, never sniffed."""
@@ -319,6 +339,19 @@ class UploadedFileHandler(tornado.web.StaticFileHandler):
     def initialize(self, path: str, services=None):
         super().initialize(path)
         self.services = services
+        self.download_name: str | None = None
+
+    async def get(self, path: str, include_body: bool = True):
+        kind = BY_FOLDER.get(path.split("/")[1] if path.count("/") == 2 else "")
+        if kind is not None and not kind.inline and self.services is not None:
+            # A document downloads under the name it was uploaded with.
+            try:
+                upload = await self.services.store.get_upload("/uploads/" + path)
+            except ChatError:
+                upload = None   # the store is down: the file itself is still served
+            if upload is not None:
+                self.download_name = upload.original_name
+        await super().get(path, include_body)
 
     def validate_absolute_path(self, root: str, absolute_path: str):
         rel = os.path.relpath(absolute_path, root).split(os.sep)
@@ -350,8 +383,8 @@ class UploadedFileHandler(tornado.web.StaticFileHandler):
         self.set_header("Content-Security-Policy", "default-src 'none'; sandbox")
         kind = BY_FOLDER.get(self._folder())
         if kind is None or not kind.inline:
-            name = os.path.basename(self.absolute_path)
-            self.set_header("Content-Disposition", f'attachment; filename="{name}"')
+            self.set_header("Content-Disposition", content_disposition(
+                self.download_name or os.path.basename(self.absolute_path)))
         # Stored names are random and a file never changes under its name.
         self.set_header("Cache-Control", "public, max-age=31536000, immutable")
         origin = self.request.headers.get("Origin")

@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import time
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 
 from syarah import paths
@@ -42,6 +43,34 @@ def client_extension(filename: str | None) -> str:
         return ""
     ext = base.rsplit(".", 1)[1].strip().lower()
     return ext if _SAFE_EXTENSION.match(ext) else ""
+
+
+# The uploads column holds 255 characters; names that long are cut, keeping the end
+# (the extension says what the document is).
+MAX_ORIGINAL_NAME = 255
+
+
+def client_file_name(filename: str | None) -> str | None:
+    """The client's file name as a document downloads under it: the last path
+    component, without control or format characters, at most 255 characters; None
+    when nothing is left. Never used for anything on disk."""
+    if not filename:
+        return None
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    # No UTF-8 form (a lone surrogate) or invisible: neither belongs in a header.
+    base = base.encode("utf-8", "replace").decode("utf-8")
+    base = "".join(" " if ch.isspace() else ch for ch in base
+                   if ch.isspace() or unicodedata.category(ch)[0] != "C")
+    base = " ".join(base.split()).strip(". ")
+    if not base:
+        return None
+    if len(base) > MAX_ORIGINAL_NAME:
+        stem, dot, ext = base.rpartition(".")
+        if dot and 0 < len(ext) <= 20:
+            base = stem[:MAX_ORIGINAL_NAME - len(ext) - 1] + "." + ext
+        else:
+            base = base[:MAX_ORIGINAL_NAME]
+    return base
 
 
 class MediaService:
@@ -106,7 +135,7 @@ class MediaService:
             raise UnsupportedMedia(f"The file's content is not {name} file.")
 
     async def store_upload(self, user_id: str, message_type: int, staged: str, ext: str,
-                           head: bytes) -> str:
+                           head: bytes, original_name: str | None = None) -> str:
         """Turn a fully received staged file into a stored upload; returns its path.
         The staged file is gone afterwards, whatever happens."""
         kind = KINDS[message_type]
@@ -129,7 +158,7 @@ class MediaService:
         path = f"{URL_PREFIX}{kind.folder}/{name}" + (f".{ext}" if ext else "")
         try:
             await self.store.add_upload(path, user_id, int(message_type),
-                                        os.path.getsize(final), now_ms())
+                                        os.path.getsize(final), now_ms(), original_name)
         except BaseException:
             _remove(final)
             raise
@@ -163,6 +192,9 @@ class MediaService:
         if upload.message_type != message_type:
             raise Validation(f"That file was uploaded as message type "
                              f"{upload.message_type}, not {message_type}.")
+
+    def releaser(self) -> "Release":
+        return Release(self)
 
     def use_in_message(self, user_id: str, path: str):
         """A hook for the message's transaction: marks the upload used, so the sweep
@@ -213,6 +245,37 @@ class MediaService:
         if removed:
             log.info("removed %d uploads that no message used", removed)
         return removed
+
+
+class Release:
+    """Uploads that messages stop carrying (deleted, or edited to another file). In
+    the message's transaction each counts one message fewer; after the commit, the
+    file of each that no message carries any more is deleted at once: a deleted photo
+    must not stay served until the next sweep. A user may send one upload in several
+    messages, so only the last one frees it."""
+
+    def __init__(self, media: MediaService):
+        self.media = media
+        self.paths: list[str] = []
+
+    async def in_transaction(self, txn, paths: list[str]) -> None:
+        for path in paths:
+            await self.media.store.release_upload(txn, path)
+        self.paths.extend(paths)
+
+    async def after_commit(self) -> None:
+        store = self.media.store
+        for path in dict.fromkeys(self.paths):
+            try:
+                # Only a path with an upload record can be forgotten, so a message's
+                # text never names a file to delete by itself.
+                if await store.forget_unused_upload(path):
+                    _remove(self.media.file_for(path))
+            except Exception:
+                # The message is gone either way; the orphan sweep takes the file.
+                log.warning("could not delete the released upload %s now", path,
+                            exc_info=True)
+        self.paths = []
 
 
 def _remove(path: str) -> None:

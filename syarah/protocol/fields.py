@@ -121,13 +121,13 @@ class Token(Kind):
 
 
 class IdList(Kind):
-    def __init__(self, max_items: int):
-        self.max_items = max_items
+    def __init__(self, max_items: int, allow_empty: bool = False):
+        self.max_items, self.allow_empty = max_items, allow_empty
 
     def parse(self, value, name):
         if not isinstance(value, list):
             raise Validation(f"{name} must be an array of ids.")
-        if not value:
+        if not value and not self.allow_empty:
             raise Validation(f"{name} must not be empty.")
         if len(value) > self.max_items:
             raise Validation(f"{name} may hold at most {self.max_items} ids.")

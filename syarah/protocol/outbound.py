@@ -84,8 +84,10 @@ class ChatHeader:
     last_message_time: Time | None
     unread_count: int
     members: list[Member]
-    # Only present after a missed-message sync (RoomsWithLastMessageIds).
+    # Only present after a missed-message sync (RoomsWithLastMessageIds): at most
+    # 200, oldest first; hasMoreNewMessages says whether more were left out.
     new_messages: list[ChatMessage] | None = field(default=None)
+    has_more_new_messages: bool | None = field(default=None)
 
 
 @dataclass
@@ -171,7 +173,7 @@ class FriendshipRecord:
 _NAMES: dict[type, list[tuple[str, str, bool]]] = {}
 
 # Fields that the wire omits when empty rather than sending null.
-_OMIT_WHEN_NONE = {"new_messages"}
+_OMIT_WHEN_NONE = {"new_messages", "has_more_new_messages"}
 
 
 def _camel(name: str) -> str:

@@ -15,6 +15,15 @@ class FriendshipStore:
             user_id, other_id)
         return row[0] if row else None
 
+    async def chat_blocked(self, chat_id: int) -> bool:
+        """Whether ``chat_id`` is an individual chat whose pair is Blocked: two
+        primary-key probes, cheap enough for every typing notification."""
+        row = await self.db.fetchone(
+            "SELECT 1 FROM chat_headers ch JOIN friendships f"
+            " ON f.user_id = ch.user_low AND f.other_user_id = ch.user_high"
+            " WHERE ch.id = ? AND f.status = ?", chat_id, int(S.BLOCKED))
+        return row is not None
+
     async def list_friendships(self, user_id: str, status: int | None = None):
         """The user's friendships (all, or of one status), each with the individual
         chat of the pair when there is one."""

@@ -3,7 +3,8 @@ from __future__ import annotations
 from syarah import types
 from syarah.errors import Forbidden, NotFound
 from syarah.store import rows
-from syarah.store.rows import MESSAGE_COLUMNS
+from syarah.store.rows import MESSAGE_COLUMNS, MESSAGE_WIDTH
+from syarah.types import FriendshipStatus
 
 _SELECT = f"SELECT {MESSAGE_COLUMNS} FROM messages m LEFT JOIN users u ON u.id = m.user_id"
 
@@ -145,30 +146,46 @@ class MessageStore:
         """Change a message's text and caption; only its author may.
 
         ``check(message)`` may refuse the change (media paths) before anything is
-        written; ``after_update(txn, message)`` runs in the same transaction.
+        written; ``after_update(txn, message, previous_text)`` runs in the same
+        transaction.
         """
         async def txn_fn(txn):
-            row = await txn.fetchone(_SELECT + " WHERE m.id = ?", message_id)
+            # The friendship of an individual chat comes along: no extra round trip.
+            row = await txn.fetchone(
+                f"SELECT {MESSAGE_COLUMNS}, f.status FROM messages m"
+                " LEFT JOIN users u ON u.id = m.user_id"
+                " JOIN chat_headers ch ON ch.id = m.chat_header_id"
+                " LEFT JOIN friendships f ON f.user_id = ch.user_low"
+                "  AND f.other_user_id = ch.user_high"
+                " WHERE m.id = ?", message_id)
             if row is None or row[1] != chat_id:
                 raise NotFound("That message does not exist in this chat.")
             message = rows.message(row)
             if message.user_id != user_id:
                 raise Forbidden("Only the author may edit a message.")
+            if row[MESSAGE_WIDTH] == FriendshipStatus.BLOCKED:
+                raise Forbidden("This conversation is blocked; messages cannot be edited.")
             if check is not None:
                 await check(message)
             new_caption = caption if caption is not None else message.caption
             await txn.execute(
                 "UPDATE messages SET message = ?, caption = ?, last_modification_ms = ?"
                 " WHERE id = ?", text, new_caption, now_ms, message_id)
+            previous = message.message
             message.message, message.caption = text, new_caption
             message.last_modification_ms = now_ms
             if after_update is not None:
-                await after_update(txn, message)
+                await after_update(txn, message, previous)
             return message
         return await self.db.run(txn_fn)
 
-    async def delete_messages(self, chat_id: int, user_id: str, ids: list[int]) -> list[int]:
-        """Delete all of ``ids`` or none: each must be in the chat and the user's own."""
+    async def delete_messages(self, chat_id: int, user_id: str, ids: list[int],
+                              after_delete=None) -> list[int]:
+        """Delete all of ``ids`` or none: each must be in the chat and the user's own.
+
+        ``after_delete(txn, paths)`` runs in the same transaction with the upload paths
+        that the deleted media messages carried (one entry per message).
+        """
         async def txn_fn(txn):
             # Header first, as add_message does, so the two never lock in opposite
             # orders; a refusal below rolls the count back.
@@ -176,7 +193,8 @@ class MessageStore:
                 "UPDATE chat_headers SET message_count = message_count - ? WHERE id = ?",
                 len(ids), chat_id)
             found = await txn.fetchall(
-                "SELECT id, chat_header_id, user_id FROM messages"
+                "SELECT id, chat_header_id, user_id,"
+                " CASE WHEN message_type <> 0 THEN message END FROM messages"
                 f" WHERE id IN ({rows.in_list(ids)})", *ids)
             by_id = {r[0]: r for r in found}
             missing = [i for i in ids if i not in by_id or by_id[i][1] != chat_id]
@@ -198,6 +216,10 @@ class MessageStore:
                 " activity_ms = COALESCE(?, creation_ms) WHERE id = ?",
                 last[0] if last else None, last[1] if last else None,
                 last[1] if last else None, chat_id)
+            if after_delete is not None:
+                paths = [by_id[i][3] for i in ids if by_id[i][3] is not None]
+                if paths:
+                    await after_delete(txn, paths)
             return ids
         return await self.db.run(txn_fn)
 

@@ -11,19 +11,22 @@ class Upload:
     size: int
     creation_ms: int
     used_ms: int | None
+    original_name: str | None = None
+    use_count: int = 0
 
 
-_COLUMNS = "path, user_id, message_type, size, creation_ms, used_ms"
+_COLUMNS = ("path, user_id, message_type, size, creation_ms, used_ms, original_name,"
+            " use_count")
 
 
 class UploadStore:
     db = None
 
     async def add_upload(self, path: str, user_id: str, message_type: int, size: int,
-                         now_ms: int) -> None:
+                         now_ms: int, original_name: str | None = None) -> None:
         await self.db.execute(
-            f"INSERT INTO uploads ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL)",
-            path, user_id, message_type, size, now_ms)
+            f"INSERT INTO uploads ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, ?, 0)",
+            path, user_id, message_type, size, now_ms, original_name)
 
     async def get_upload(self, path: str) -> Upload | None:
         row = await self.db.fetchone(f"SELECT {_COLUMNS} FROM uploads WHERE path = ?", path)
@@ -31,18 +34,26 @@ class UploadStore:
 
     @staticmethod
     async def use_upload(txn, path: str, user_id: str, now_ms: int) -> bool:
-        """Inside the message's own transaction: mark the caller's upload as used.
-        False when it is not the caller's, or the orphan sweep took it meanwhile."""
+        """Inside the message's own transaction: count one more message carrying the
+        caller's upload. False when it is not the caller's, or the orphan sweep took
+        it meanwhile."""
+        # use_count always changes, so MariaDB's changed-rows count is the matched one.
         result = await txn.execute(
-            "UPDATE uploads SET used_ms = COALESCE(used_ms, ?) WHERE path = ? AND user_id = ?",
-            now_ms, path, user_id)
-        if result.rowcount:
-            return True
-        # MariaDB counts changed rows, not matched ones: an upload used before is
-        # matched but unchanged.
-        row = await txn.fetchone(
-            "SELECT 1 FROM uploads WHERE path = ? AND user_id = ?", path, user_id)
-        return row is not None
+            "UPDATE uploads SET used_ms = COALESCE(used_ms, ?), use_count = use_count + 1"
+            " WHERE path = ? AND user_id = ?", now_ms, path, user_id)
+        return result.rowcount == 1
+
+    @staticmethod
+    async def release_upload(txn, path: str) -> None:
+        """Inside a transaction that deletes or edits a message: one message fewer
+        carries ``path``. With none left the upload is unused again, for
+        ``forget_unused_upload`` (right after the commit, or the orphan sweep)."""
+        # used_ms is assigned first: MariaDB evaluates SET left to right with the new
+        # values, SQLite with the old ones; this order reads the old count on both.
+        await txn.execute(
+            "UPDATE uploads SET used_ms = CASE WHEN use_count <= 1 THEN NULL"
+            " ELSE used_ms END, use_count = use_count - 1"
+            " WHERE path = ? AND use_count > 0", path)
 
     async def unused_uploads(self, created_before_ms: int, limit: int) -> list[str]:
         found = await self.db.fetchall(
