@@ -35,7 +35,7 @@ class InstrumentedServer(procs.Server):
             argv = [procs.PYTHON, script, "product", f"--port={self.port}",
                     "--address=127.0.0.1", f"--database-url={database_url}",
                     f"--jwt-secret={procs.SECRET}", "--log-level=warning",
-                    f"--upload-dir={self.workdir}/uploads"]
+                    f"--upload-dir={self.workdir}/uploads", *procs.NO_LIMITS]
             health = "/healthz"
         else:
             argv = [procs.PYTHON, script, "relay", str(self.port)]

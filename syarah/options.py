@@ -82,11 +82,12 @@ _DEFS = [
     # Rates are COUNT/SECONDS token buckets (a burst of COUNT, then COUNT per SECONDS);
     # empty or 0 turns one off. Addresses are shared behind NAT, hence higher rates.
     ("rate_create_message_user", "30/10", str, "createMessage per user"),
-    ("rate_create_message_address", "300/10", str, "createMessage per client address"),
+    ("rate_create_message_address", "3000/10", str,
+     "createMessage per client address (high: carrier NAT puts many users behind one)"),
     ("rate_room_typing_user", "30/10", str, "roomTyping per user"),
-    ("rate_room_typing_address", "300/10", str, "roomTyping per client address"),
+    ("rate_room_typing_address", "3000/10", str, "roomTyping per client address"),
     ("rate_connect_user", "30/60", str, "Socket.IO connection attempts per user"),
-    ("rate_connect_address", "120/60", str,
+    ("rate_connect_address", "600/60", str,
      "Socket.IO connection attempts per client address"),
     ("max_sockets_per_user", 20, int, "open sockets one user may hold on this node"),
     ("max_rooms_per_socket", 500, int, "chat rooms one socket may have joined at once"),
