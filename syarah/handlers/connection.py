@@ -75,8 +75,7 @@ async def announce(services: Services, socket: SocketState, active: bool) -> Non
     """clientStatus to the user's friends and chat partners only (CONTRACT §1)."""
     store = services.store
     try:
-        partners = set(await store.friend_ids(socket.user_id))
-        partners.update(await store.chat_partner_ids(socket.user_id))
+        partners = await store.presence_audience(socket.user_id)
     except ChatError as exc:
         log.warning("presence of %s not announced: %s", socket.user_id, exc.message)
         return

@@ -6,7 +6,7 @@ from syarah.errors import Forbidden, NotFound, Validation
 from syarah.handlers.context import Context, now_ms
 from syarah.protocol import inbound as dto
 from syarah.protocol.media import parse_media_path
-from syarah.protocol.outbound import ChatMessage, MessageReply, Page
+from syarah.protocol.outbound import ChatMessage, MessageReply, Page, to_wire
 from syarah.store import Duplicate
 from syarah.types import MessageType
 
@@ -54,7 +54,8 @@ async def create_message(ctx: Context, e: dto.CreateMessage):
         # A retry of a message that was stored: answer as the first time, but the
         # room already has it, so nothing is broadcast again.
         return MessageReply(dup.existing.chat_header_id, ChatMessage.of(dup.existing))
-    reply = MessageReply(message.chat_header_id, ChatMessage.of(message))
+    # Serialised once for the broadcast and the ack alike.
+    reply = to_wire(MessageReply(message.chat_header_id, ChatMessage.of(message)))
     await ctx.services.rooms.to_chat(message.chat_header_id, "message", reply)
     if push is not None:
         push.wake()

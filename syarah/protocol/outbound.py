@@ -190,12 +190,19 @@ def _names(cls) -> list[tuple[str, str, bool]]:
     return names
 
 
+class Wire(dict):
+    """An object already serialised: sent as it is, however often it is passed on (a
+    new message goes out as the broadcast and as the ack)."""
+
+
 def to_wire(value: Any) -> Any:
     """Serialise an outbound object (or a list / dict of them) to JSON-ready data."""
+    if isinstance(value, Wire):
+        return value
     if isinstance(value, Time):
         return iso_time(int(value))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out = {}
+        out = Wire()
         for attr, key, omit in _names(type(value)):
             item = getattr(value, attr)
             if item is None and omit:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from syarah import types
+from syarah.types import FriendshipStatus
 from syarah.errors import NotFound
 from syarah.store import rows
 from syarah.store.rows import CHAT_COLUMNS, CHAT_WIDTH, MESSAGE_COLUMNS, MESSAGE_WIDTH
@@ -188,14 +189,16 @@ class ChatStore:
                     counts[chat_id] = count
         return counts
 
-    async def chat_partner_ids(self, user_id: str) -> list[str]:
-        """Users who share an individual chat with ``user_id``, unless blocked."""
-        # A blocked pair no longer sees each other come and go.
+    async def presence_audience(self, user_id: str) -> set[str]:
+        """Who sees ``user_id`` come and go: accepted friends and individual-chat
+        partners, except a blocked pair. One query, as it runs on every connect."""
         found = await self.db.fetchall(
-            "SELECT CASE WHEN ch.user_low = ? THEN ch.user_high ELSE ch.user_low END"
+            "SELECT other_user_id FROM friendships WHERE user_id = ? AND status = ?"
+            " UNION"
+            " SELECT CASE WHEN ch.user_low = ? THEN ch.user_high ELSE ch.user_low END"
             " FROM chat_members cm JOIN chat_headers ch ON ch.id = cm.chat_header_id"
             " LEFT JOIN friendships f ON f.user_id = ch.user_low"
             "  AND f.other_user_id = ch.user_high"
             " WHERE cm.user_id = ? AND ch.is_group = 0 AND (f.status IS NULL OR f.status <> 3)",
-            user_id, user_id)
-        return [r[0] for r in found]
+            user_id, int(FriendshipStatus.ACCEPTED), user_id, user_id)
+        return {r[0] for r in found}

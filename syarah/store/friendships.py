@@ -40,12 +40,6 @@ class FriendshipStore:
             user_id, -1 if status is None else status, -1 if status is None else status)
         return [types.Friend(rows.user(r[:3]), r[3], r[4], r[5]) for r in found]
 
-    async def friend_ids(self, user_id: str) -> list[str]:
-        found = await self.db.fetchall(
-            "SELECT other_user_id FROM friendships WHERE user_id = ? AND status = ?",
-            user_id, int(S.ACCEPTED))
-        return [r[0] for r in found]
-
     async def _get(self, txn, user_id, other_id):
         return await txn.fetchone(
             "SELECT status, requested_by, blocked_by FROM friendships"
