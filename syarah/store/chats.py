@@ -157,8 +157,12 @@ class ChatStore:
                 unread_count=0,
                 other_user=rows.user(r[base:base + 3]),
                 friendship_status=r[base + 3]))
-        if summaries:
-            counts = await self.unread_counts(user_id, last_read)
+        # A chat whose last message the member has read has nothing unread: only the
+        # others are counted.
+        unread_possible = {s.chat.id: last_read[s.chat.id] for s in summaries
+                           if (s.chat.last_message_id or 0) > last_read[s.chat.id]}
+        if unread_possible:
+            counts = await self.unread_counts(user_id, unread_possible)
             for s in summaries:
                 s.unread_count = counts.get(s.chat.id, 0)
         return summaries
