@@ -7,7 +7,8 @@ from syarah.store import rows
 from syarah.store.rows import CHAT_COLUMNS, CHAT_WIDTH, MESSAGE_COLUMNS, MESSAGE_WIDTH
 
 
-# SQLite allows 500 terms in one compound SELECT; chat list pages are at most 200.
+# SQLite refuses expressions nested deeper than 1,000: 200 ORed ranges stay clear of
+# that, and a chat-list page is at most 200 chats anyway.
 UNREAD_CHATS_PER_QUERY = 200
 
 
@@ -176,21 +177,20 @@ class ChatStore:
     async def unread_counts(self, user_id: str, last_read: dict[int, int]) -> dict[int, int]:
         """Messages from others after the member's read marker, per chat.
 
-        One SELECT per chat joined by UNION ALL, each with its marker as a constant:
-        with the marker only known through a join, MariaDB walks every index entry of
-        the chat (a 500k-message chat: 75 ms) instead of the (chat_header_id, id)
-        range after the marker (1 ms)."""
+        The markers go in as constants, one (chat_header_id, id) range per chat, in
+        one statement: with the marker only known through a join, MariaDB walks every
+        index entry of each chat (a 500k-message chat: 75 ms) instead of the range
+        after the marker (for 1,000 chats, 34 ms in all)."""
         counts: dict[int, int] = {}
         items = list(last_read.items())
         for start in range(0, len(items), UNREAD_CHATS_PER_QUERY):
             chunk = items[start:start + UNREAD_CHATS_PER_QUERY]
-            sql = " UNION ALL ".join(
-                "SELECT ?, COUNT(*) FROM messages"
-                " WHERE chat_header_id = ? AND id > ? AND user_id <> ?" for _ in chunk)
-            args = [v for chat_id, marker in chunk for v in (chat_id, chat_id, marker, user_id)]
-            for chat_id, count in await self.db.fetchall(sql, *args):
-                if count:
-                    counts[chat_id] = count
+            ranges = " OR ".join("(chat_header_id = ? AND id > ?)" for _ in chunk)
+            found = await self.db.fetchall(
+                f"SELECT chat_header_id, COUNT(*) FROM messages WHERE ({ranges})"
+                " AND user_id <> ? GROUP BY chat_header_id",
+                *[v for pair in chunk for v in pair], user_id)
+            counts.update((chat_id, n) for chat_id, n in found if n)
         return counts
 
     async def presence_audience(self, user_id: str) -> set[str]:
