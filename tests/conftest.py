@@ -177,6 +177,16 @@ def http_json(server, method: str, path: str, body=None, headers=None):
         return e.code, json.loads(e.read() or b"null")
 
 
+def http_get(server, path: str, headers=None):
+    """A blocking GET; returns (status, headers, raw body) whatever the status."""
+    req = urllib.request.Request(server.url + path, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
 class Client:
     """A python-socketio client that records every server event it receives."""
 

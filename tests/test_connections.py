@@ -3,7 +3,7 @@ odd query values."""
 
 import asyncio
 
-from conftest import User, dm
+from conftest import dm
 from helpers import barrier, befriend, block, people, send
 
 

@@ -13,14 +13,13 @@ import shutil
 import struct
 import subprocess
 import time
-import urllib.request
 import uuid
 import zlib
 
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import User, dm, register
+from conftest import http_get, User, dm, register
 from upload_client import (MIB, field_part, file_part, post_multipart, rss_kib,
                            streamed_file)
 
@@ -108,13 +107,7 @@ async def upload(server, user, data: bytes, filename: str, message_type, *,
     return await post_multipart(server.url, parts, user.token if token else None)
 
 
-def get(server, path, headers=None):
-    req = urllib.request.Request(server.url + path, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+get = http_get
 
 
 def assert_refused(reply, status, words):
