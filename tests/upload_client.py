@@ -175,17 +175,17 @@ async def post_multipart(base_url: str, parts: list[Part], token: str | None = N
     return Reply(status, hdrs, body, sent_at_reply, total)
 
 
-def rss_kib(pid: int) -> int:
+def _status_kib(pid: int, field: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field}")
+
+
+def rss_kib(pid: int) -> int:
+    return _status_kib(pid, "VmRSS")
 
 
 def hwm_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmHWM")
+    return _status_kib(pid, "VmHWM")

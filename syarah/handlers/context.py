@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from syarah.auth import LEEWAY_SECONDS, Identity, TokenVerifier
@@ -30,6 +30,9 @@ class Rooms:
 
     def __init__(self, sio):
         self.sio = sio
+        # sid -> the chats whose rooms it is in on this node: the one record of it that
+        # the room cap, roomTyping and group removal all read.
+        self._joined: dict[str, set[int]] = {}
 
     async def to_chat(self, chat_id: int, event: str, data: Any, skip_sid: str | None = None):
         await self.sio.emit(event, to_wire(data), room=chat_room(chat_id),
@@ -45,21 +48,28 @@ class Rooms:
 
     async def join(self, sid: str, chat_id: int):
         await self.sio.enter_room(sid, chat_room(chat_id))
+        self._joined.setdefault(sid, set()).add(chat_id)
 
     async def leave(self, sid: str, chat_id: int):
         await self.sio.leave_room(sid, chat_room(chat_id))
+        self.joined(sid).discard(chat_id)
+
+    def joined(self, sid: str) -> set[int]:
+        return self._joined.get(sid, set())
 
     def has_joined(self, sid: str, chat_id: int) -> bool:
-        # A lookup in the room itself: sio.rooms(sid) walks every room of the node.
-        room = self.sio.manager.rooms.get("/", {}).get(chat_room(chat_id))
-        return room is not None and sid in room
+        return chat_id in self.joined(sid)
+
+    def forget(self, sid: str) -> None:
+        """The socket is gone (python-socketio empties its rooms itself)."""
+        self._joined.pop(sid, None)
 
     async def evict(self, user_id: str, chat_id: int) -> list[str]:
         """Take a user's sockets on this node out of a chat's room (removed from a
         group), so that the room's broadcasts stop reaching them. Returns their sids."""
         sids = [sid for sid, _ in self.sio.manager.get_participants("/", user_room(user_id))]
         for sid in sids:
-            await self.sio.leave_room(sid, chat_room(chat_id))
+            await self.leave(sid, chat_id)
         return sids
 
     async def join_user(self, sid: str, user_id: str):
@@ -122,7 +132,6 @@ class SocketState:
     # Set when the connection, or any event on it, carried a valid token for user_id.
     identity: Identity | None = None
     connect_identity: Identity | None = None
-    joined: set = field(default_factory=set)
     # The client's address as Tornado sees it (the proxy's X-Real-Ip with xheaders).
     address: str | None = None
     # In the user's personal room (user-addressed events such as clientStatus): only

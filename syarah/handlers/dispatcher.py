@@ -184,6 +184,7 @@ class ChatNamespace(socketio.AsyncNamespace):
     async def on_disconnect(self, sid, reason=None):
         if reason == self.server.reason.CLIENT_DISCONNECT:
             self._release_long_poll(sid)
+        self.services.rooms.forget(sid)
         socket = self.sockets.pop(sid, None)
         if socket is None:
             return
@@ -262,7 +263,8 @@ class ChatNamespace(socketio.AsyncNamespace):
 
     def _check_room_cap(self, socket: SocketState, e) -> None:
         cap = self.limits.max_rooms_per_socket
-        if cap > 0 and len(socket.joined) >= cap and e.chat_header_id not in socket.joined:
+        joined = self.services.rooms.joined(socket.sid)
+        if cap > 0 and len(joined) >= cap and e.chat_header_id not in joined:
             raise RateLimited(f"This connection has joined {cap} chats, the most allowed; "
                               "leave one first.")
 

@@ -14,8 +14,10 @@ from syarah.types import MessageType
 async def check_media(ctx: Context, message_type: int, path: str) -> None:
     if message_type == MessageType.TEXT:
         return
-    parse_media_path(path, message_type)
-    if ctx.services.media is not None:
+    if ctx.services.media is None:
+        parse_media_path(path, message_type)
+    else:
+        # Shape, file, record and owner: the path's shape is checked there first.
         await ctx.services.media.check_message_path(ctx.user.id, message_type, path)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from syarah.errors import Forbidden, Unavailable, Validation
-from syarah.handlers.chats import chat_header, individual_chat
+from syarah.handlers.chats import headers_for, individual_chat
 from syarah.handlers.context import Context
 from syarah.handlers.messages import require_member
 from syarah.protocol import inbound as dto
@@ -23,16 +23,14 @@ async def join_room(ctx: Context, e: dto.JoinRoom):
         chat = await individual_chat(ctx, e.other_user_id)
     else:
         raise Validation("chatHeaderId or otherUserId is required.")
-    header = await chat_header(ctx, chat.id)
+    # The summary carries the friendship status too: no second lookup for it.
+    summary = await ctx.services.store.chat_summary(chat.id, ctx.user.id)
+    (header,) = await headers_for(ctx, [summary])
     rooms, presence = ctx.services.rooms, ctx.services.presence
     await rooms.join(ctx.sid, chat.id)
     await presence.set_viewing(ctx.user.id, ctx.sid, chat.id)
-    ctx.socket.joined.add(chat.id)
     current = next((m for m in header.members if m.user_id == ctx.user.id), None)
-    status = None
-    if not chat.is_group:
-        status = await ctx.services.store.friendship_status(
-            ctx.user.id, chat.other_user(ctx.user.id))
+    status = None if chat.is_group else summary.friendship_status
     if current is not None:
         await rooms.to_chat(chat.id, "onMemberJoin", MemberJoined(chat.id, current),
                             skip_sid=ctx.sid)
@@ -46,7 +44,6 @@ async def leave_room(ctx: Context, e: dto.LeaveRoom):
     await require_member(ctx, e.chat_header_id)
     await ctx.services.rooms.leave(ctx.sid, e.chat_header_id)
     await ctx.services.presence.clear_viewing(ctx.user.id, ctx.sid, e.chat_header_id)
-    ctx.socket.joined.discard(e.chat_header_id)
     return {"chatHeaderId": e.chat_header_id, "left": True}
 
 

@@ -50,13 +50,6 @@ class ChatStore:
 
         return await self.db.run(txn_fn)
 
-    async def find_individual_chat(self, a: str, b: str) -> types.Chat | None:
-        low, high = pair(a, b)
-        row = await self.db.fetchone(
-            f"SELECT {CHAT_COLUMNS} FROM chat_headers ch"
-            " WHERE ch.user_low = ? AND ch.user_high = ?", low, high)
-        return rows.chat(row) if row else None
-
     async def create_group(self, name: str, avatar: str | None, creator_id: str,
                            member_ids: list[str], now_ms: int) -> types.Chat:
         members = list(dict.fromkeys([creator_id] + list(member_ids)))
@@ -113,11 +106,6 @@ class ChatStore:
         for r in found:
             out[r[0]].append(types.Member(r[0], types.User(r[1], r[2] or "", r[3]), r[4]))
         return out
-
-    async def get_member_ids(self, chat_id: int) -> list[str]:
-        found = await self.db.fetchall(
-            "SELECT user_id FROM chat_members WHERE chat_header_id = ?", chat_id)
-        return [r[0] for r in found]
 
     async def count_chats(self, user_id: str, individual_only: bool = False) -> int:
         row = await self.db.fetchone(
