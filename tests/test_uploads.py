@@ -12,6 +12,7 @@ import re
 import shutil
 import struct
 import subprocess
+import tempfile
 import time
 import uuid
 import zlib
@@ -20,8 +21,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import http_get, User, dm, register
-from upload_client import (MIB, field_part, file_part, post_multipart, rss_kib,
-                           streamed_file)
+from syarah.media.kinds import CONTENT_TYPES
+from upload_client import (MIB, KeepAliveClient, field_part, file_part, post_multipart,
+                           rss_kib, streamed_file)
 
 PATH = re.compile(r"^/uploads/chat-messages/(images|videos|audios|files)/"
                   r"[A-Za-z0-9_-]{32}(\.[a-z0-9]{1,10})?$")
@@ -272,16 +274,117 @@ async def test_a_renamed_binary_is_not_stored_as_a_video(server):
     assert partial_files(server) == []
 
 
-async def test_video_and_audio_extensions_are_the_documents_lists(server):
+# What ffmpeg writes for each container of the document's lists: (message type,
+# ffmpeg arguments, the extension it must be stored under).
+MEDIA_SAMPLES = {
+    "mp3": (1, ["-c:a", "libmp3lame"], "mp3"),
+    "wav": (1, [], "wav"),
+    "ogg": (1, ["-c:a", "libopus"], "ogg"),
+    "m4a": (1, ["-c:a", "aac"], "m4a"),
+    "aac": (1, ["-c:a", "aac", "-f", "adts"], "aac"),
+    "flac": (1, [], "flac"),
+    "wma": (1, ["-c:a", "wmav2"], "wma"),
+    "mp4": (4, ["-c:v", "libx264", "-pix_fmt", "yuv420p"], "mp4"),
+    "mov": (4, ["-c:v", "libx264", "-pix_fmt", "yuv420p"], "mov"),
+    "avi": (4, ["-c:v", "mpeg4"], "avi"),
+    "wmv": (4, ["-c:v", "wmv2"], "wmv"),
+    "flv": (4, ["-c:v", "flv"], "flv"),
+    "webm": (4, ["-c:v", "libvpx"], "webm"),
+    "mkv": (4, ["-c:v", "libx264"], "mkv"),
+}
+
+
+@functools.cache
+def media_sample(container: str) -> bytes:
+    """A second of real encoder output in ``container``."""
+    ffmpeg = shutil.which("ffmpeg")
+    assert ffmpeg, "the upload tests need ffmpeg (apt-get install ffmpeg)"
+    message_type, args, ext = MEDIA_SAMPLES[container]
+    source = (["-f", "lavfi", "-i", "sine=frequency=440:duration=1"] if message_type == 1
+              else ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=10:duration=1"])
+    folder = tempfile.mkdtemp(prefix="syarah-media-")
+    out = os.path.join(folder, "sample." + container)
+    subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", *source, *args,
+                    out], check=True, timeout=60)
+    with open(out, "rb") as f:
+        data = f.read()
+    shutil.rmtree(folder)
+    return data
+
+
+def dart_upload(server, user, fields, data, filename):
+    client = KeepAliveClient(server.url, user.token)
+    try:
+        status, headers, body = client.upload(fields, data, filename)
+    finally:
+        client.close()
+    return status, json.loads(body)
+
+
+async def test_dart_uploads_of_audio_and_video_are_judged_by_their_content(server):
+    """Flutter sends every file as application/octet-stream under its path's basename,
+    which often has no extension or the wrong one; the stored extension is what the
+    content is."""
     ann = User(server, "Ann")
-    reply = await upload(server, ann, mp4_head(), "clip.exe", 4)
-    assert_refused(reply, 415, "mp4, webm, wmv")
-    reply = await upload(server, ann, wav(), "voice.txt", 1)
-    assert_refused(reply, 415, "aac, flac")
-    reply = await upload(server, ann, mp4_head(), "noextension", 4)
-    assert_refused(reply, 415, "must end in")
-    reply = await upload(server, ann, mp4_head(), "CLIP.MOV", 4)
-    assert reply.status == 200 and reply.json["data"].endswith(".mov")
+    for container, (message_type, _, ext) in MEDIA_SAMPLES.items():
+        data = media_sample(container)
+        wrong = "mp4" if container != "mp4" else "mov"
+        for filename in (f"VID_20261202_{container}", f"recording.{wrong}",
+                         f"clip.{container}"):
+            status, body = await asyncio.to_thread(
+                dart_upload, server, ann, {"messageType": message_type}, data, filename)
+            assert status == 200, (container, filename, body)
+            path = body["data"]
+            assert PATH.match(path) and path.endswith("." + ext), (container, filename, path)
+            served = get(server, path)
+            assert served[0] == 200 and served[2] == data
+            assert served[1]["Content-Type"] == CONTENT_TYPES[ext]
+
+
+async def test_audio_and_video_outside_the_documents_lists_are_refused(server):
+    ann = User(server, "Ann")
+    # Nothing that is not a media container gets through, whatever it is called.
+    for data, name, message_type in ((ELF, "clip.mp4", 4), (ELF, "note", 1),
+                                     (b"%PDF-1.4\n" * 2000, "voice.m4a", 1)):
+        status, body = await asyncio.to_thread(
+            dart_upload, server, ann, {"messageType": message_type}, data, name)
+        assert status == 415 and body["success"] is False and body["data"] is None
+        assert "not a" in body["message"], body
+    # A video container sent as audio is stored as audio of that family; an audio-only
+    # file is no video: a WAV sent as a video is refused.
+    status, body = await asyncio.to_thread(
+        dart_upload, server, ann, {"messageType": 4}, media_sample("wav"), "clip.mp4")
+    assert status == 415 and "not a video" in body["message"], body
+    assert partial_files(server) == []
+
+
+async def test_a_keep_alive_client_goes_on_after_a_refused_upload(make_server, store_kind):
+    """A refusal that comes before the body's end closes the connection; it says so
+    (Connection: close), so the client's next request goes on a new connection instead
+    of failing on the closed one."""
+    srv = make_server(store_kind, "--upload-max-audio-mb=1")
+    ann = User(srv, "Ann")
+
+    def refuse_then_go_on(fields, data, filename, status):
+        client = KeepAliveClient(srv.url, ann.token)
+        try:
+            got, headers, body = client.upload(fields, data, filename)
+            assert got == status, (got, body)
+            # The next request and upload on the same client.
+            assert client.request("GET", "/healthz")[0] == 200
+            assert headers.get("connection", "").lower() == "close", headers
+            ok, _, body = client.upload({"messageType": 1}, wav(), "note.wav")
+            assert ok == 200, body
+            return client.connections
+        finally:
+            client.close()
+
+    cases = [({"messageType": 4}, ELF * 40, "clip.mp4", 415),
+             ({"messageType": 1}, b"ID3\x03\x00" + os.urandom(3 * MIB), "long.mp3", 413)]
+    for fields, data, filename, status in cases:
+        connections = await asyncio.to_thread(refuse_then_go_on, fields, data, filename,
+                                              status)
+        assert connections == 2
 
 
 # ----- names, tokens, types
@@ -421,7 +524,7 @@ async def test_a_chunked_video_over_its_limit_is_cut_off(make_server, store_kind
 
 async def test_files_are_served_with_ranges_types_and_as_attachments(server):
     ann = User(server, "Ann")
-    video = mp4_head() + os.urandom(100_000)
+    video = media_sample("webm")
     path = (await upload(server, ann, video, "clip.webm", 4)).json["data"]
     status, headers, data = get(server, path, {"Range": "bytes=100-199"})
     assert status == 206 and data == video[100:200]

@@ -97,8 +97,6 @@ class IncomingUpload:
             raise Validation("messageType must be 1 (audio), 2 (image), 3 (file) or "
                              "4 (video).")
         self.message_type = int(text)
-        if self.file_parts:
-            self._check_extension()
         self._check_size()
         self._sniff_early()
 
@@ -108,8 +106,6 @@ class IncomingUpload:
             raise Validation("Send one file per upload.")
         self.ext = client_extension(filename)
         self.original_name = client_file_name(filename)
-        if self.message_type is not None:
-            self._check_extension()
         self.staged = self.media.staging_path()
         self._file = await aiofiles.open(self.staged, "wb")
 
@@ -126,10 +122,6 @@ class IncomingUpload:
         self._file = None
         self.file_done = True
 
-    def _check_extension(self) -> None:
-        if self.message_type in (MessageType.AUDIO, MessageType.VIDEO):
-            self.media.check_extension(self.message_type, self.ext)
-
     def _check_size(self) -> None:
         limit = self.media.limit(self.message_type)
         if self.size > limit:
@@ -143,7 +135,7 @@ class IncomingUpload:
                 and (len(self.head) >= HEAD_BYTES or self.file_done)):
             self.sniffed = True
             if self.message_type in (MessageType.AUDIO, MessageType.VIDEO):
-                self.media.check_content(self.message_type, bytes(self.head))
+                self.media.media_extension(self.message_type, bytes(self.head))
 
     async def complete(self) -> str:
         if self.message_type is None:
@@ -217,6 +209,7 @@ class UploadFileHandler(ApiHandler):
     parser: StreamingFormDataParser | None = None
     received = 0
     body_complete = False
+    closes_early = False
 
     async def prepare(self):
         # prepare() runs before any of the body is read: everything that can refuse
@@ -286,10 +279,18 @@ class UploadFileHandler(ApiHandler):
 
     def send_error(self, status_code: int = 500, **kwargs):
         if not self.body_complete:
-            # The answer comes before the whole body: see LINGER_SECONDS.
-            self.set_header("Connection", "close")
+            # The answer comes before the whole body, and the connection closes after
+            # it (see LINGER_SECONDS).
+            self.closes_early = True
             linger_before_close(self.request.connection)
         super().send_error(status_code, **kwargs)
+
+    def clear(self):
+        super().clear()
+        if self.closes_early:
+            # Said in the answer (send_error clears the headers first, hence here): a
+            # keep-alive client must not send its next request on this connection.
+            self.set_header("Connection", "close")
 
     async def post(self):
         self.body_complete = True

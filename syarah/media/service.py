@@ -122,17 +122,16 @@ class MediaService:
     def staging_path(self) -> str:
         return os.path.join(self.staging, secrets.token_hex(16) + ".part")
 
-    def check_extension(self, message_type: int, ext: str) -> None:
-        allowed = KINDS[message_type].extensions
-        if allowed is not None and ext not in allowed:
-            what = "An audio" if message_type == MessageType.AUDIO else "A video"
-            raise UnsupportedMedia(
-                f"{what} file's name must end in one of: {', '.join(sorted(allowed))}.")
-
-    def check_content(self, message_type: int, head: bytes) -> None:
-        if not sniff.looks_like(message_type, head):
-            name = "an audio" if message_type == MessageType.AUDIO else "a video"
-            raise UnsupportedMedia(f"The file's content is not {name} file.")
+    def media_extension(self, message_type: int, head: bytes) -> str:
+        """The extension an audio or video file starting with ``head`` is stored under:
+        its content decides, not the name it was sent under."""
+        ext = sniff.detect(message_type, head)
+        if ext is None:
+            what, names = (("an audio", "mp3, wav, ogg, m4a, aac, flac or wma")
+                           if message_type == MessageType.AUDIO else
+                           ("a video", "mp4, mov, avi, wmv, flv, webm or mkv"))
+            raise UnsupportedMedia(f"The file's content is not {what} file ({names}).")
+        return ext
 
     async def store_upload(self, user_id: str, message_type: int, staged: str, ext: str,
                            head: bytes, original_name: str | None = None) -> str:
@@ -149,8 +148,7 @@ class MediaService:
                                            staged, final, self.max_pixels)
             else:
                 if message_type in (MessageType.AUDIO, MessageType.VIDEO):
-                    self.check_extension(message_type, ext)
-                    self.check_content(message_type, head)
+                    ext = self.media_extension(message_type, head)
                 final = self._final(kind.folder, name, ext)
                 os.replace(staged, final)
         finally:
