@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from conftest import http_get, User, dm, register
 from syarah.media.kinds import CONTENT_TYPES
 from upload_client import (MIB, KeepAliveClient, field_part, file_part, post_multipart,
-                           rss_kib, streamed_file)
+                           rss_kib, start_upload, streamed_file)
 
 PATH = re.compile(r"^/uploads/chat-messages/(images|videos|audios|files)/"
                   r"[A-Za-z0-9_-]{32}(\.[a-z0-9]{1,10})?$")
@@ -768,7 +768,7 @@ async def test_upgrading_counts_each_uploads_messages_and_frees_the_forgotten(st
             await store.add_message(chat.id, ann, path, 2, None, None, 2)
         # Bob's text that happens to read like Ann's path counts for nothing.
         await store.add_message(chat.id, bob, paths["C"], 0, None, None, 2)
-        assert await migrate(db) == ["v0004_upload_names"]
+        assert (await migrate(db))[0] == "v0004_upload_names"
         got = {n: await store.get_upload(p) for n, p in paths.items()}
         assert [(got[n].use_count, got[n].used_ms) for n in "ABC"] == [
             (2, 1), (1, 1), (0, None)]
@@ -817,3 +817,127 @@ async def test_uploaded_bytes_are_counted_in_metrics(server):
     reply = await upload(server, ann, data, "note.wav", 1)
     assert reply.json["success"] is True
     assert sample(scrape(server), "syarah_upload_bytes_total") - before == len(data)
+
+
+# ----- one account cannot fill the disk or hold connections
+
+def mp3_like(size: int) -> bytes:
+    return b"ID3\x03\x00" + os.urandom(size - 5)
+
+
+async def test_uploads_in_flight_per_user_are_capped(make_server, store_kind):
+    srv = make_server(store_kind, env={"SYARAH_UPLOAD_MAX_IN_FLIGHT": "2"})
+    ann, bob = User(srv, "Ann"), User(srv, "Bob")
+    held = [await start_upload(srv.url, ann.token, 50 * MIB, first=mp4_head())
+            for _ in range(2)]
+    try:
+        await asyncio.sleep(0.5)
+        # A third at the same time is refused before its body; someone else's is not.
+        reply = await upload(srv, ann, mp3_like(64 * 1024), "note.mp3", 1)
+        assert_refused(reply, 429, "at most 2 uploads at once")
+        assert reply.headers.get("connection") == "close"
+        reply = await upload(srv, bob, mp3_like(64 * 1024), "note.mp3", 1)
+        assert reply.status == 200, reply.body
+    finally:
+        for _, writer in held:
+            writer.close()
+    # Once they end, however they end, the slots are free again.
+    for _ in range(50):
+        await asyncio.sleep(0.2)
+        reply = await upload(srv, ann, mp3_like(64 * 1024), "note.mp3", 1)
+        if reply.status == 200:
+            break
+    assert reply.status == 200, reply.body
+    assert partial_files(srv) == []
+
+
+async def test_bytes_uploaded_per_day_are_capped_across_restarts(make_server, store_kind):
+    env = {"SYARAH_UPLOAD_BYTES_PER_DAY": str(3 * MIB)}
+    srv = make_server(store_kind, env=env)
+    ann, bob = User(srv, "Ann"), User(srv, "Bob")
+    for _ in range(3):
+        reply = await upload(srv, ann, mp3_like(MIB - 4096), "note.mp3", 1)
+        assert reply.status == 200, reply.body
+    reply = await upload(srv, ann, mp3_like(MIB - 4096), "note.mp3", 1)
+    assert_refused(reply, 429, "per day")
+    # Declared up front, the refusal comes before the body.
+    reply = await post_multipart(srv.url, [
+        field_part("messageType", 4), streamed_file(40 * MIB, mp4_head())], ann.token,
+        slow_after=0)
+    assert_refused(reply, 429, "per day")
+    assert reply.sent < 40 * MIB
+    assert (await upload(srv, bob, mp3_like(MIB), "note.mp3", 1)).status == 200
+    # The count is in the store: a restarted server (or another node) knows it.
+    srv.stop()
+    again = make_server(store_kind, env=env, database_url=srv.database_url)
+    reply = await upload(again, ann, mp3_like(64 * 1024), "note.mp3", 1)
+    assert_refused(reply, 429, "per day")
+    assert partial_files(again) == []
+
+
+async def wait_closed(reader, limit: float) -> tuple[float, bytes]:
+    """Seconds until the server ends the connection, and what it said before."""
+    started = time.monotonic()
+    said = bytearray()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(reader.read(65536), limit)
+        except ConnectionError:
+            break
+        if not chunk:
+            break
+        said += chunk
+    return time.monotonic() - started, bytes(said)
+
+
+async def test_trickling_clients_are_cut_off(make_server, store_kind):
+    srv = make_server(store_kind, env={
+        "SYARAH_HTTP_IDLE_TIMEOUT": "2", "SYARAH_HTTP_BODY_TIMEOUT": "4",
+        "SYARAH_UPLOAD_MIN_RATE_KIB": "64", "SYARAH_UPLOAD_RATE_WINDOW": "2"})
+    ann = User(srv, "Ann")
+    host, port = "127.0.0.1", srv.port
+    stop = asyncio.Event()
+
+    async def trickle(writer, data: bytes, every: float):
+        try:
+            for i in range(len(data)):
+                if stop.is_set():
+                    return
+                writer.write(data[i:i + 1])
+                await writer.drain()
+                await asyncio.sleep(every)
+        except (ConnectionError, OSError):
+            pass
+
+    async def measure(what, reader, writer, trickled: bytes, every: float):
+        task = asyncio.ensure_future(trickle(writer, trickled, every))
+        try:
+            took, said = await wait_closed(reader, 60)
+        finally:
+            task.cancel()
+            writer.close()
+        print(f"\n{what}: cut off after {took:.1f}s; answered {said[:60]!r}")
+        return took, said
+
+    # Headers one byte at a time.
+    reader, writer = await asyncio.open_connection(host, port)
+    took, said = await measure(
+        "trickled headers", reader, writer,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 10_000, 0.2)
+    assert took < 30 and said == b""
+    # An upload's body at a few bytes a second: answered, then closed.
+    reader, writer = await start_upload(srv.url, ann.token, 10 * MIB, first=mp4_head())
+    took, said = await measure("trickled upload body", reader, writer, b"x" * 10_000, 0.05)
+    assert took < 30 and said.startswith(b"HTTP/1.1 408"), said
+    assert b'"success": false' in said and b"Connection: close" in said
+    # Any other request's body.
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"POST /api/friendships HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                 b"application/json\r\nContent-Length: 5000\r\n\r\n")
+    took, said = await measure("trickled JSON body", reader, writer, b" " * 5000, 0.2)
+    assert took < 30
+    stop.set()
+    assert partial_files(srv) == []
+    # A normal upload still goes through.
+    reply = await upload(srv, ann, media_sample("mp4"), "clip.mp4", 4)
+    assert reply.status == 200, reply.body

@@ -135,20 +135,7 @@ async def post_multipart(base_url: str, parts: list[Part], token: str | None = N
             await writer.drain()
 
     async def read_reply():
-        status_line = await reader.readline()
-        if not status_line:
-            raise ConnectionError("connection closed without an answer")
-        status = int(status_line.split()[1])
-        hdrs = {}
-        while True:
-            line = await reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            k, _, v = line.decode("latin1").partition(":")
-            hdrs[k.strip().lower()] = v.strip()
-        length = int(hdrs.get("content-length", 0))
-        body = await reader.readexactly(length) if length else b""
-        return status, hdrs, body
+        return await read_answer(reader)
 
     sender = asyncio.ensure_future(send_body())
     receiver = asyncio.ensure_future(read_reply())
@@ -262,3 +249,43 @@ class KeepAliveClient:
     def close(self):
         if self.conn is not None:
             self.conn.close()
+
+
+async def start_upload(base_url: str, token: str | None, size: int, message_type=4,
+                       first: bytes = b"", filename: str = "clip.mp4"):
+    """Open a connection and send an upload's headers and the first bytes of a body
+    that would be ``size`` bytes of file: the upload is then in flight, held by the
+    caller. Returns (reader, writer)."""
+    url = urlparse(base_url)
+    boundary = "----syarah" + uuid.uuid4().hex
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"messageType\""
+            f"\r\n\r\n{message_type}\r\n--{boundary}\r\nContent-Disposition: form-data; "
+            f"name=\"file\"; filename=\"{filename}\"\r\nContent-Type: "
+            "application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    request = [f"POST /api/chat/uploadFile HTTP/1.1", f"Host: {url.hostname}:{url.port}",
+               f"Content-Type: multipart/form-data; boundary={boundary}",
+               f"Content-Length: {len(head) + size + len(tail)}"]
+    if token:
+        request.append(f"Authorization: Bearer {token}")
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    writer.write(("\r\n".join(request) + "\r\n\r\n").encode() + head + first)
+    await writer.drain()
+    return reader, writer
+
+
+async def read_answer(reader) -> tuple[int, dict, bytes]:
+    """The status, headers and body of an HTTP answer; raises ConnectionError when the
+    connection closes without one."""
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionError("closed without an answer")
+    hdrs = {}
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        k, _, v = line.decode("latin1").partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    length = int(hdrs.get("content-length", 0))
+    return int(status_line.split()[1]), hdrs, await reader.readexactly(length)

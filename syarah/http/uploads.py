@@ -39,6 +39,9 @@ log = logging.getLogger("syarah.uploads")
 
 # messageType is one digit; anything longer is not a message type.
 MAX_FIELD_BYTES = 16
+# A body's boundaries, part headers and messageType field: what a declared length
+# may hold beyond the file when it is weighed against the day's quota.
+FORM_SLACK = 16 * 1024
 # After refusing a body that is still arriving, the connection stays open this long,
 # taking and dropping what comes, before it closes. Closing a socket with unread
 # input sends a reset, and a reset makes the client's system discard our answer
@@ -72,6 +75,12 @@ def linger_before_close(connection) -> None:
         asyncio.get_running_loop().call_later(LINGER_SECONDS, real_close)
 
     connection.close = close
+
+
+class TooSlow(ChatError):
+    code = "VALIDATION"
+    status = 408
+    default_message = "The upload arrived too slowly and was stopped; try again."
 
 
 class IncomingUpload:
@@ -146,6 +155,7 @@ class IncomingUpload:
                              "'file'.")
         if self.size == 0:
             raise Validation("The file is empty.")
+        await self.media.count_bytes(self.user_id, self.size)
         staged, self.staged = self.staged, None
         return await self.media.store_upload(self.user_id, self.message_type, staged,
                                              self.ext, bytes(self.head), self.original_name)
@@ -210,6 +220,11 @@ class UploadFileHandler(ApiHandler):
     received = 0
     body_complete = False
     closes_early = False
+    # The user whose in-flight slot this request holds, until it ends.
+    slot_user: str | None = None
+    quota_left: int | None = None
+    rate_timer: asyncio.TimerHandle | None = None
+    received_at_check = 0
 
     async def prepare(self):
         # prepare() runs before any of the body is read: everything that can refuse
@@ -226,6 +241,9 @@ class UploadFileHandler(ApiHandler):
         # so that a refusal below is not followed by that bare 400.
         self.request.connection.set_max_body_size(4 * media.max_body)
         ctx = await self.context()
+        media.take_slot(ctx.user.id)
+        self.slot_user = ctx.user.id
+        self.quota_left = await media.quota_left(ctx.user.id)
         raw_length = self.request.headers.get("Content-Length")
         if raw_length is not None:
             try:
@@ -236,6 +254,8 @@ class UploadFileHandler(ApiHandler):
                 raise PayloadTooLarge(
                     f"The upload is {length // MIB} MB; at most "
                     f"{media.max_limit // MIB} MB is accepted (video).")
+            if self.quota_left is not None and length > self.quota_left + FORM_SLACK:
+                raise media.over_quota()
         try:
             self.parser = StreamingFormDataParser(self.request.headers)
         except ParseFailedException:
@@ -245,6 +265,36 @@ class UploadFileHandler(ApiHandler):
         self.upload = IncomingUpload(media, ctx.user.id)
         self.parser.register("file", _FileTarget(self.upload))
         self.parser.register("messageType", _FieldTarget(self.upload.set_message_type))
+        if media.min_rate:
+            self.rate_timer = asyncio.get_running_loop().call_later(
+                media.rate_window, self._check_rate)
+
+    def _check_rate(self):
+        """A body arriving slower than upload_min_rate_kib ties up a connection and a
+        slot: cut off. Nothing arriving at all counts too, so this runs on a timer."""
+        self.rate_timer = None
+        if self.parser is None or self._finished or self.body_complete:
+            return
+        media = self.services.media
+        if self.received - self.received_at_check < media.min_rate * media.rate_window:
+            log.info("upload from %s cut off: %d bytes in %.0f s", self.slot_user,
+                     self.received - self.received_at_check, media.rate_window)
+            asyncio.ensure_future(self._abort(TooSlow(
+                f"The upload arrived slower than {media.min_rate / 1024:g} KiB/s and "
+                "was stopped; try again on a better connection.")))
+            return
+        self.received_at_check = self.received
+        self.rate_timer = asyncio.get_running_loop().call_later(
+            media.rate_window, self._check_rate)
+
+    def _end(self):
+        """The request is over, however it ended: its slot and timer go."""
+        if self.rate_timer is not None:
+            self.rate_timer.cancel()
+            self.rate_timer = None
+        user, self.slot_user = self.slot_user, None
+        if user is not None:
+            self.services.media.give_slot(user)
 
 
     async def data_received(self, chunk: bytes):
@@ -255,6 +305,8 @@ class UploadFileHandler(ApiHandler):
             if self.received > self.services.media.max_body:
                 raise PayloadTooLarge(
                     f"The upload may be at most {self.services.media.max_limit // MIB} MB.")
+            if self.quota_left is not None and self.received > self.quota_left + FORM_SLACK:
+                raise self.services.media.over_quota()
             await self.parser.adata_received(chunk)
         except Exception as exc:
             await self._abort(exc)
@@ -294,6 +346,9 @@ class UploadFileHandler(ApiHandler):
 
     async def post(self):
         self.body_complete = True
+        if self.rate_timer is not None:
+            self.rate_timer.cancel()
+            self.rate_timer = None
         upload = self.upload
         if upload is None:
             return
@@ -307,9 +362,11 @@ class UploadFileHandler(ApiHandler):
 
     def on_connection_close(self):
         super().on_connection_close()
+        self._end()
         self._discard_later()
 
     def on_finish(self):
+        self._end()
         self._discard_later()
 
     def _discard_later(self):
