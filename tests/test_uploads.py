@@ -17,6 +17,7 @@ import time
 import uuid
 import zlib
 
+import pillow_heif
 import pytest
 from PIL import Image, ImageDraw
 
@@ -198,6 +199,159 @@ async def test_an_animated_gif_stays_animated(server):
     assert im.info.get("duration") == 80
 
 
+# ----- phone photo formats and colour profiles
+
+# To write HEIC samples, as iPhones take them.
+pillow_heif.register_heif_opener()
+
+
+def photo(fmt: str, size=(640, 480), **save) -> bytes:
+    out = io.BytesIO()
+    Image.open(io.BytesIO(jpeg(*size))).save(out, fmt, **save)
+    return out.getvalue()
+
+
+async def test_photos_in_every_format_phones_send_are_converted(server):
+    ann = User(server, "Ann")
+    for fmt, name in (("BMP", "IMG_1.bmp"), ("TIFF", "scan.tiff"), ("HEIF", "IMG_4032.HEIC"),
+                      ("AVIF", "PXL_2026.avif"), ("PNG", "shot"), ("WEBP", "x.jpg")):
+        status, body = await asyncio.to_thread(
+            dart_upload, server, ann, {"messageType": 2}, photo(fmt), name)
+        assert status == 200, (fmt, body)
+        im = stored_image(server, body["data"])
+        assert im.size == (640, 480), fmt
+        # Left red, right blue, as the original: decoded, not just relabelled.
+        red, blue = im.convert("RGB").getpixel((100, 240)), im.convert("RGB").getpixel((540, 240))
+        assert red[0] > 150 and red[2] < 90 and blue[2] > 150 and blue[0] < 90, (fmt, red, blue)
+    # A picture of more pixels than allowed is refused in these formats too.
+    giant = io.BytesIO()
+    Image.new("RGB", (8000, 7000)).save(giant, "TIFF", compression="tiff_deflate")
+    status, body = await asyncio.to_thread(
+        dart_upload, server, ann, {"messageType": 2}, giant.getvalue(), "big.tif")
+    assert status == 413 and "pixels" in body["message"], body
+    for data, name in ((b"8BPS" + os.urandom(4000), "layers.psd"),
+                       (b"\x00\x00\x01\x00" + os.urandom(4000), "icon.ico")):
+        status, body = await asyncio.to_thread(
+            dart_upload, server, ann, {"messageType": 2}, data, name)
+        assert status == 415 and "not an image of a known kind" in body["message"], body
+    assert partial_files(server) == []
+
+
+# Display P3: the DCI-P3 primaries with the D65 white and the sRGB tone curve.
+P3_PRIMARIES = ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060))
+SRGB_PRIMARIES = ((0.640, 0.330), (0.300, 0.600), (0.150, 0.060))
+D65 = (0.3127, 0.3290)
+D50_XYZ = (0.9642, 1.0, 0.8249)
+
+
+def _inverse3(m):
+    (a, b, c), (d, e, f), (g, h, i) = m
+    det = a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
+    return [[(e * i - f * h) / det, (c * h - b * i) / det, (b * f - c * e) / det],
+            [(f * g - d * i) / det, (a * i - c * g) / det, (c * d - a * f) / det],
+            [(d * h - e * g) / det, (b * g - a * h) / det, (a * e - b * d) / det]]
+
+
+def _mul(m, n):
+    return [[sum(m[r][k] * n[k][c] for k in range(3)) for c in range(3)] for r in range(3)]
+
+
+def _apply(m, v):
+    return [sum(m[r][k] * v[k] for k in range(3)) for r in range(3)]
+
+
+def rgb_to_xyz(primaries, white):
+    """The RGB to XYZ matrix of a colour space given by its chromaticities."""
+    cols = [[x / y, 1.0, (1 - x - y) / y] for x, y in primaries]
+    m = [[cols[c][r] for c in range(3)] for r in range(3)]
+    wx, wy = white
+    scale = _apply(_inverse3(m), [wx / wy, 1.0, (1 - wx - wy) / wy])
+    return [[m[r][c] * scale[c] for c in range(3)] for r in range(3)]
+
+
+def bradford(src_white_xyz, dst_white_xyz):
+    b = [[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]]
+    s, d = _apply(b, src_white_xyz), _apply(b, dst_white_xyz)
+    return _mul(_inverse3(b), _mul([[d[0] / s[0], 0, 0], [0, d[1] / s[1], 0],
+                                    [0, 0, d[2] / s[2]]], b))
+
+
+def display_p3_icc() -> bytes:
+    """A Display P3 ICC v4 profile, written from its definition: matrix and curves."""
+    def s15(v):
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(v):
+        return b"XYZ \0\0\0\0" + b"".join(s15(c) for c in v)
+
+    def mluc(text):
+        data = text.encode("utf-16-be")
+        return (b"mluc\0\0\0\0" + struct.pack(">II", 1, 12) + b"enUS"
+                + struct.pack(">II", len(data), 28) + data)
+    d65 = (D65[0] / D65[1], 1.0, (1 - D65[0] - D65[1]) / D65[1])
+    m = _mul(bradford(d65, D50_XYZ), rgb_to_xyz(P3_PRIMARIES, D65))
+    # The sRGB curve as parametric function 3: g, a, b, c, d.
+    trc = b"para\0\0\0\0" + struct.pack(">HH", 3, 0) + b"".join(
+        s15(v) for v in (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045))
+    tags = [(b"desc", mluc("Display P3 (test)")), (b"cprt", mluc("none")),
+            (b"wtpt", xyz(D50_XYZ)), (b"rXYZ", xyz([r[0] for r in m])),
+            (b"gXYZ", xyz([r[1] for r in m])), (b"bXYZ", xyz([r[2] for r in m])),
+            (b"rTRC", trc), (b"gTRC", trc), (b"bTRC", trc)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for sig, body in tags:
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body + b"\0" * (-len(body) % 4)
+    size = offset + len(data)
+    header = (struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x04300000)
+              + b"mntrRGB XYZ " + struct.pack(">6H", 2026, 1, 1, 0, 0, 0) + b"acsp"
+              + b"\0" * 24 + struct.pack(">I", 0) + b"".join(s15(c) for c in D50_XYZ)
+              + b"\0" * 48)
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def p3_to_srgb(rgb):
+    """The sRGB value of a Display P3 colour, from the two spaces' definitions."""
+    def decode(v):
+        v /= 255
+        return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+
+    def encode(v):
+        v = min(1.0, max(0.0, v))
+        return 255 * (12.92 * v if v <= 0.0031308 else 1.055 * v ** (1 / 2.4) - 0.055)
+    m = _mul(_inverse3(rgb_to_xyz(SRGB_PRIMARIES, D65)), rgb_to_xyz(P3_PRIMARIES, D65))
+    return tuple(encode(v) for v in _apply(m, [decode(c) for c in rgb]))
+
+
+async def test_a_display_p3_photo_keeps_its_colours_in_srgb(server):
+    ann = User(server, "Ann")
+    icc = display_p3_icc()
+    # A warm orange and a teal, inside sRGB's gamut once converted, and a P3 green
+    # beyond it: the first two change by tens of levels, the last is clipped.
+    colours = [(230, 120, 60), (40, 160, 150), (0, 255, 0)]
+    for fmt, save in (("JPEG", {"quality": 95, "subsampling": 0}), ("PNG", {}),
+                      ("HEIF", {"quality": 95})):
+        im = Image.new("RGB", (300, 100))
+        for i, colour in enumerate(colours):
+            im.paste(colour, (i * 100, 0, i * 100 + 100, 100))
+        out = io.BytesIO()
+        im.save(out, fmt, icc_profile=icc, **save)
+        status, body = await asyncio.to_thread(
+            dart_upload, server, ann, {"messageType": 2}, out.getvalue(), "p3")
+        assert status == 200, (fmt, body)
+        stored = stored_image(server, body["data"])
+        assert "icc_profile" not in stored.info
+        stored = stored.convert("RGB")
+        for i, colour in enumerate(colours):
+            got = stored.getpixel((i * 100 + 50, 50))
+            want = p3_to_srgb(colour)
+            assert all(abs(g - w) <= 6 for g, w in zip(got, want)), (fmt, colour, got, want)
+        # The naive copy differs measurably: the conversion happened.
+        got = stored.getpixel((50, 50))
+        assert max(abs(g - c) for g, c in zip(got, colours[0])) >= 20, (fmt, got)
+
+
 @functools.lru_cache(maxsize=1)
 def huge_png() -> bytes:
     """36 megapixels that compress to ~2 MB: quick to send, seconds to decode."""
@@ -256,7 +410,7 @@ async def test_a_truncated_image_is_refused(server):
 async def test_a_text_file_renamed_jpg_is_not_an_image(server):
     ann = User(server, "Ann")
     reply = await upload(server, ann, b"just some text, honestly\n" * 50, "cat.jpg", 2)
-    assert_refused(reply, 415, "not a JPEG, PNG, GIF or WebP")
+    assert_refused(reply, 415, "not an image of a known kind")
     assert partial_files(server) == []
 
 
