@@ -166,10 +166,9 @@ class MediaService:
         """The extension an audio or video file starting with ``head`` is stored under:
         its content decides, not the name it was sent under."""
         ext = sniff.detect(message_type, head)
-        if ext is None:
-            what, names = (("an audio", "mp3, wav, ogg, m4a, aac, flac or wma")
-                           if message_type == MessageType.AUDIO else
-                           ("a video", "mp4, mov, avi, wmv, flv, webm or mkv"))
+        if ext is None or ext not in KINDS[message_type].extensions:
+            what = "an audio" if message_type == MessageType.AUDIO else "a video"
+            names = ", ".join(sorted(KINDS[message_type].extensions))
             raise UnsupportedMedia(f"The file's content is not {what} file ({names}).")
         return ext
 
