@@ -1095,3 +1095,31 @@ async def test_trickling_clients_are_cut_off(make_server, store_kind):
     # A normal upload still goes through.
     reply = await upload(srv, ann, media_sample("mp4"), "clip.mp4", 4)
     assert reply.status == 200, reply.body
+
+
+async def test_the_day_count_cannot_be_passed_by_uploads_finishing_together(store_kind):
+    """Two nodes finishing uploads of one user at the same moment: the store admits
+    exactly what fits; past days are dropped."""
+    from conftest import new_database_url
+    from syarah.store import DataStore, Database
+    from syarah.store.migrations import migrate
+
+    url, cleanup = new_database_url(store_kind)
+    nodes = [await Database.connect(url, pool_size=4) for _ in range(2)]
+    try:
+        await migrate(nodes[0])
+        stores = [DataStore(db) for db in nodes]
+        user = str(uuid.uuid4())
+        admitted = await asyncio.gather(*(
+            stores[i % 2].count_uploaded_bytes(user, 20000, MIB, 3 * MIB)
+            for i in range(10)))
+        assert sorted(admitted) == [False] * 7 + [True] * 3
+        assert await stores[1].uploaded_bytes(user, 20000) == 3 * MIB
+        assert await stores[0].count_uploaded_bytes(user, 20001, MIB, 3 * MIB)
+        await stores[0].forget_uploaded_bytes_before(20001)
+        assert await stores[0].uploaded_bytes(user, 20000) == 0
+        assert await stores[0].uploaded_bytes(user, 20001) == MIB
+    finally:
+        for db in nodes:
+            await db.close()
+        cleanup()
