@@ -36,9 +36,24 @@ _DEFS = [
      "photo is 10-20 MiB as JPEG"),
     ("image_max_pixels", 50_000_000, int,
      "images with more pixels are refused before decoding (decompression bombs)"),
-    ("upload_orphan_hours", 24.0, float,
+    # A client uploads and then sends its message at once; an upload kept unused for
+    # long only holds disk.
+    ("upload_orphan_hours", 2.0, float,
      "an upload no message uses is deleted after this many hours"),
     ("upload_cleanup_interval", 600.0, float, "seconds between sweeps for unused uploads"),
+    ("upload_max_in_flight", 3, int,
+     "uploads one user may have arriving at once on this node (0: no limit)"),
+    ("upload_bytes_per_day", 2 * 1024 ** 3, int,
+     "bytes one user may upload per UTC day, counted in the store (0: no limit)"),
+    ("upload_min_rate_kib", 8.0, float,
+     "an upload whose body arrives slower than this many KiB/s over "
+     "upload_rate_window is cut off (0: no minimum)"),
+    ("upload_rate_window", 30.0, float, "seconds over which upload_min_rate_kib is measured"),
+    ("http_idle_timeout", 60.0, float,
+     "seconds a connection may take to send a request's headers, or stay idle between "
+     "requests"),
+    ("http_body_timeout", 3600.0, float,
+     "seconds a request's whole body may take to arrive (a 500 MB video: 1.2 Mbit/s)"),
     ("jwt_secret", "", str, "shared secret for HS256 access tokens"),
     ("jwt_public_key_file", "", str, "PEM public key for RS256/ES256 access tokens"),
     ("jwt_algorithms", "HS256", str, "comma-separated algorithms accepted for tokens"),
@@ -121,6 +136,12 @@ class Settings:
     image_max_pixels: int
     upload_orphan_hours: float
     upload_cleanup_interval: float
+    upload_max_in_flight: int
+    upload_bytes_per_day: int
+    upload_min_rate_kib: float
+    upload_rate_window: float
+    http_idle_timeout: float
+    http_body_timeout: float
     jwt_secret: str
     jwt_public_key_file: str
     jwt_algorithms: str

@@ -109,7 +109,8 @@ class Node:
         metrics.watch(self.namespace, self.store.db)
         app = make_app(services, sio, extra_routes=[(r"/metrics", metrics.MetricsHandler)])
         self.http = tornado.httpserver.HTTPServer(
-            app, xheaders=s.xheaders, max_body_size=s.max_http_buffer_size + 64 * 1024)
+            app, xheaders=s.xheaders, max_body_size=s.max_http_buffer_size + 64 * 1024,
+            idle_connection_timeout=s.http_idle_timeout, body_timeout=s.http_body_timeout)
         self.http.listen(s.port, s.address)
         log.info("Syarah Chat listening on %s:%d (store: %s)", s.address, s.port,
                  self.store.db.engine.name)

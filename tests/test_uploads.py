@@ -12,16 +12,19 @@ import re
 import shutil
 import struct
 import subprocess
+import tempfile
 import time
 import uuid
 import zlib
 
+import pillow_heif
 import pytest
 from PIL import Image, ImageDraw
 
 from conftest import http_get, User, dm, register
-from upload_client import (MIB, field_part, file_part, post_multipart, rss_kib,
-                           streamed_file)
+from syarah.media.kinds import CONTENT_TYPES
+from upload_client import (MIB, KeepAliveClient, field_part, file_part, post_multipart,
+                           rss_kib, start_upload, streamed_file)
 
 PATH = re.compile(r"^/uploads/chat-messages/(images|videos|audios|files)/"
                   r"[A-Za-z0-9_-]{32}(\.[a-z0-9]{1,10})?$")
@@ -196,6 +199,159 @@ async def test_an_animated_gif_stays_animated(server):
     assert im.info.get("duration") == 80
 
 
+# ----- phone photo formats and colour profiles
+
+# To write HEIC samples, as iPhones take them.
+pillow_heif.register_heif_opener()
+
+
+def photo(fmt: str, size=(640, 480), **save) -> bytes:
+    out = io.BytesIO()
+    Image.open(io.BytesIO(jpeg(*size))).save(out, fmt, **save)
+    return out.getvalue()
+
+
+async def test_photos_in_every_format_phones_send_are_converted(server):
+    ann = User(server, "Ann")
+    for fmt, name in (("BMP", "IMG_1.bmp"), ("TIFF", "scan.tiff"), ("HEIF", "IMG_4032.HEIC"),
+                      ("AVIF", "PXL_2026.avif"), ("PNG", "shot"), ("WEBP", "x.jpg")):
+        status, body = await asyncio.to_thread(
+            dart_upload, server, ann, {"messageType": 2}, photo(fmt), name)
+        assert status == 200, (fmt, body)
+        im = stored_image(server, body["data"])
+        assert im.size == (640, 480), fmt
+        # Left red, right blue, as the original: decoded, not just relabelled.
+        red, blue = im.convert("RGB").getpixel((100, 240)), im.convert("RGB").getpixel((540, 240))
+        assert red[0] > 150 and red[2] < 90 and blue[2] > 150 and blue[0] < 90, (fmt, red, blue)
+    # A picture of more pixels than allowed is refused in these formats too.
+    giant = io.BytesIO()
+    Image.new("RGB", (8000, 7000)).save(giant, "TIFF", compression="tiff_deflate")
+    status, body = await asyncio.to_thread(
+        dart_upload, server, ann, {"messageType": 2}, giant.getvalue(), "big.tif")
+    assert status == 413 and "pixels" in body["message"], body
+    for data, name in ((b"8BPS" + os.urandom(4000), "layers.psd"),
+                       (b"\x00\x00\x01\x00" + os.urandom(4000), "icon.ico")):
+        status, body = await asyncio.to_thread(
+            dart_upload, server, ann, {"messageType": 2}, data, name)
+        assert status == 415 and "not an image of a known kind" in body["message"], body
+    assert partial_files(server) == []
+
+
+# Display P3: the DCI-P3 primaries with the D65 white and the sRGB tone curve.
+P3_PRIMARIES = ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060))
+SRGB_PRIMARIES = ((0.640, 0.330), (0.300, 0.600), (0.150, 0.060))
+D65 = (0.3127, 0.3290)
+D50_XYZ = (0.9642, 1.0, 0.8249)
+
+
+def _inverse3(m):
+    (a, b, c), (d, e, f), (g, h, i) = m
+    det = a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
+    return [[(e * i - f * h) / det, (c * h - b * i) / det, (b * f - c * e) / det],
+            [(f * g - d * i) / det, (a * i - c * g) / det, (c * d - a * f) / det],
+            [(d * h - e * g) / det, (b * g - a * h) / det, (a * e - b * d) / det]]
+
+
+def _mul(m, n):
+    return [[sum(m[r][k] * n[k][c] for k in range(3)) for c in range(3)] for r in range(3)]
+
+
+def _apply(m, v):
+    return [sum(m[r][k] * v[k] for k in range(3)) for r in range(3)]
+
+
+def rgb_to_xyz(primaries, white):
+    """The RGB to XYZ matrix of a colour space given by its chromaticities."""
+    cols = [[x / y, 1.0, (1 - x - y) / y] for x, y in primaries]
+    m = [[cols[c][r] for c in range(3)] for r in range(3)]
+    wx, wy = white
+    scale = _apply(_inverse3(m), [wx / wy, 1.0, (1 - wx - wy) / wy])
+    return [[m[r][c] * scale[c] for c in range(3)] for r in range(3)]
+
+
+def bradford(src_white_xyz, dst_white_xyz):
+    b = [[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]]
+    s, d = _apply(b, src_white_xyz), _apply(b, dst_white_xyz)
+    return _mul(_inverse3(b), _mul([[d[0] / s[0], 0, 0], [0, d[1] / s[1], 0],
+                                    [0, 0, d[2] / s[2]]], b))
+
+
+def display_p3_icc() -> bytes:
+    """A Display P3 ICC v4 profile, written from its definition: matrix and curves."""
+    def s15(v):
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(v):
+        return b"XYZ \0\0\0\0" + b"".join(s15(c) for c in v)
+
+    def mluc(text):
+        data = text.encode("utf-16-be")
+        return (b"mluc\0\0\0\0" + struct.pack(">II", 1, 12) + b"enUS"
+                + struct.pack(">II", len(data), 28) + data)
+    d65 = (D65[0] / D65[1], 1.0, (1 - D65[0] - D65[1]) / D65[1])
+    m = _mul(bradford(d65, D50_XYZ), rgb_to_xyz(P3_PRIMARIES, D65))
+    # The sRGB curve as parametric function 3: g, a, b, c, d.
+    trc = b"para\0\0\0\0" + struct.pack(">HH", 3, 0) + b"".join(
+        s15(v) for v in (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045))
+    tags = [(b"desc", mluc("Display P3 (test)")), (b"cprt", mluc("none")),
+            (b"wtpt", xyz(D50_XYZ)), (b"rXYZ", xyz([r[0] for r in m])),
+            (b"gXYZ", xyz([r[1] for r in m])), (b"bXYZ", xyz([r[2] for r in m])),
+            (b"rTRC", trc), (b"gTRC", trc), (b"bTRC", trc)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for sig, body in tags:
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body + b"\0" * (-len(body) % 4)
+    size = offset + len(data)
+    header = (struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x04300000)
+              + b"mntrRGB XYZ " + struct.pack(">6H", 2026, 1, 1, 0, 0, 0) + b"acsp"
+              + b"\0" * 24 + struct.pack(">I", 0) + b"".join(s15(c) for c in D50_XYZ)
+              + b"\0" * 48)
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def p3_to_srgb(rgb):
+    """The sRGB value of a Display P3 colour, from the two spaces' definitions."""
+    def decode(v):
+        v /= 255
+        return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+
+    def encode(v):
+        v = min(1.0, max(0.0, v))
+        return 255 * (12.92 * v if v <= 0.0031308 else 1.055 * v ** (1 / 2.4) - 0.055)
+    m = _mul(_inverse3(rgb_to_xyz(SRGB_PRIMARIES, D65)), rgb_to_xyz(P3_PRIMARIES, D65))
+    return tuple(encode(v) for v in _apply(m, [decode(c) for c in rgb]))
+
+
+async def test_a_display_p3_photo_keeps_its_colours_in_srgb(server):
+    ann = User(server, "Ann")
+    icc = display_p3_icc()
+    # A warm orange and a teal, inside sRGB's gamut once converted, and a P3 green
+    # beyond it: the first two change by tens of levels, the last is clipped.
+    colours = [(230, 120, 60), (40, 160, 150), (0, 255, 0)]
+    for fmt, save in (("JPEG", {"quality": 95, "subsampling": 0}), ("PNG", {}),
+                      ("HEIF", {"quality": 95})):
+        im = Image.new("RGB", (300, 100))
+        for i, colour in enumerate(colours):
+            im.paste(colour, (i * 100, 0, i * 100 + 100, 100))
+        out = io.BytesIO()
+        im.save(out, fmt, icc_profile=icc, **save)
+        status, body = await asyncio.to_thread(
+            dart_upload, server, ann, {"messageType": 2}, out.getvalue(), "p3")
+        assert status == 200, (fmt, body)
+        stored = stored_image(server, body["data"])
+        assert "icc_profile" not in stored.info
+        stored = stored.convert("RGB")
+        for i, colour in enumerate(colours):
+            got = stored.getpixel((i * 100 + 50, 50))
+            want = p3_to_srgb(colour)
+            assert all(abs(g - w) <= 6 for g, w in zip(got, want)), (fmt, colour, got, want)
+        # The naive copy differs measurably: the conversion happened.
+        got = stored.getpixel((50, 50))
+        assert max(abs(g - c) for g, c in zip(got, colours[0])) >= 20, (fmt, got)
+
+
 @functools.lru_cache(maxsize=1)
 def huge_png() -> bytes:
     """36 megapixels that compress to ~2 MB: quick to send, seconds to decode."""
@@ -254,7 +410,7 @@ async def test_a_truncated_image_is_refused(server):
 async def test_a_text_file_renamed_jpg_is_not_an_image(server):
     ann = User(server, "Ann")
     reply = await upload(server, ann, b"just some text, honestly\n" * 50, "cat.jpg", 2)
-    assert_refused(reply, 415, "not a JPEG, PNG, GIF or WebP")
+    assert_refused(reply, 415, "not an image of a known kind")
     assert partial_files(server) == []
 
 
@@ -272,16 +428,117 @@ async def test_a_renamed_binary_is_not_stored_as_a_video(server):
     assert partial_files(server) == []
 
 
-async def test_video_and_audio_extensions_are_the_documents_lists(server):
+# What ffmpeg writes for each container of the document's lists: (message type,
+# ffmpeg arguments, the extension it must be stored under).
+MEDIA_SAMPLES = {
+    "mp3": (1, ["-c:a", "libmp3lame"], "mp3"),
+    "wav": (1, [], "wav"),
+    "ogg": (1, ["-c:a", "libopus"], "ogg"),
+    "m4a": (1, ["-c:a", "aac"], "m4a"),
+    "aac": (1, ["-c:a", "aac", "-f", "adts"], "aac"),
+    "flac": (1, [], "flac"),
+    "wma": (1, ["-c:a", "wmav2"], "wma"),
+    "mp4": (4, ["-c:v", "libx264", "-pix_fmt", "yuv420p"], "mp4"),
+    "mov": (4, ["-c:v", "libx264", "-pix_fmt", "yuv420p"], "mov"),
+    "avi": (4, ["-c:v", "mpeg4"], "avi"),
+    "wmv": (4, ["-c:v", "wmv2"], "wmv"),
+    "flv": (4, ["-c:v", "flv"], "flv"),
+    "webm": (4, ["-c:v", "libvpx"], "webm"),
+    "mkv": (4, ["-c:v", "libx264"], "mkv"),
+}
+
+
+@functools.cache
+def media_sample(container: str) -> bytes:
+    """A second of real encoder output in ``container``."""
+    ffmpeg = shutil.which("ffmpeg")
+    assert ffmpeg, "the upload tests need ffmpeg (apt-get install ffmpeg)"
+    message_type, args, ext = MEDIA_SAMPLES[container]
+    source = (["-f", "lavfi", "-i", "sine=frequency=440:duration=1"] if message_type == 1
+              else ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=10:duration=1"])
+    folder = tempfile.mkdtemp(prefix="syarah-media-")
+    out = os.path.join(folder, "sample." + container)
+    subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", *source, *args,
+                    out], check=True, timeout=60)
+    with open(out, "rb") as f:
+        data = f.read()
+    shutil.rmtree(folder)
+    return data
+
+
+def dart_upload(server, user, fields, data, filename):
+    client = KeepAliveClient(server.url, user.token)
+    try:
+        status, headers, body = client.upload(fields, data, filename)
+    finally:
+        client.close()
+    return status, json.loads(body)
+
+
+async def test_dart_uploads_of_audio_and_video_are_judged_by_their_content(server):
+    """Flutter sends every file as application/octet-stream under its path's basename,
+    which often has no extension or the wrong one; the stored extension is what the
+    content is."""
     ann = User(server, "Ann")
-    reply = await upload(server, ann, mp4_head(), "clip.exe", 4)
-    assert_refused(reply, 415, "mp4, webm, wmv")
-    reply = await upload(server, ann, wav(), "voice.txt", 1)
-    assert_refused(reply, 415, "aac, flac")
-    reply = await upload(server, ann, mp4_head(), "noextension", 4)
-    assert_refused(reply, 415, "must end in")
-    reply = await upload(server, ann, mp4_head(), "CLIP.MOV", 4)
-    assert reply.status == 200 and reply.json["data"].endswith(".mov")
+    for container, (message_type, _, ext) in MEDIA_SAMPLES.items():
+        data = media_sample(container)
+        wrong = "mp4" if container != "mp4" else "mov"
+        for filename in (f"VID_20261202_{container}", f"recording.{wrong}",
+                         f"clip.{container}"):
+            status, body = await asyncio.to_thread(
+                dart_upload, server, ann, {"messageType": message_type}, data, filename)
+            assert status == 200, (container, filename, body)
+            path = body["data"]
+            assert PATH.match(path) and path.endswith("." + ext), (container, filename, path)
+            served = get(server, path)
+            assert served[0] == 200 and served[2] == data
+            assert served[1]["Content-Type"] == CONTENT_TYPES[ext]
+
+
+async def test_audio_and_video_outside_the_documents_lists_are_refused(server):
+    ann = User(server, "Ann")
+    # Nothing that is not a media container gets through, whatever it is called.
+    for data, name, message_type in ((ELF, "clip.mp4", 4), (ELF, "note", 1),
+                                     (b"%PDF-1.4\n" * 2000, "voice.m4a", 1)):
+        status, body = await asyncio.to_thread(
+            dart_upload, server, ann, {"messageType": message_type}, data, name)
+        assert status == 415 and body["success"] is False and body["data"] is None
+        assert "not a" in body["message"], body
+    # A video container sent as audio is stored as audio of that family; an audio-only
+    # file is no video: a WAV sent as a video is refused.
+    status, body = await asyncio.to_thread(
+        dart_upload, server, ann, {"messageType": 4}, media_sample("wav"), "clip.mp4")
+    assert status == 415 and "not a video" in body["message"], body
+    assert partial_files(server) == []
+
+
+async def test_a_keep_alive_client_goes_on_after_a_refused_upload(make_server, store_kind):
+    """A refusal that comes before the body's end closes the connection; it says so
+    (Connection: close), so the client's next request goes on a new connection instead
+    of failing on the closed one."""
+    srv = make_server(store_kind, "--upload-max-audio-mb=1")
+    ann = User(srv, "Ann")
+
+    def refuse_then_go_on(fields, data, filename, status):
+        client = KeepAliveClient(srv.url, ann.token)
+        try:
+            got, headers, body = client.upload(fields, data, filename)
+            assert got == status, (got, body)
+            # The next request and upload on the same client.
+            assert client.request("GET", "/healthz")[0] == 200
+            assert headers.get("connection", "").lower() == "close", headers
+            ok, _, body = client.upload({"messageType": 1}, wav(), "note.wav")
+            assert ok == 200, body
+            return client.connections
+        finally:
+            client.close()
+
+    cases = [({"messageType": 4}, ELF * 40, "clip.mp4", 415),
+             ({"messageType": 1}, b"ID3\x03\x00" + os.urandom(3 * MIB), "long.mp3", 413)]
+    for fields, data, filename, status in cases:
+        connections = await asyncio.to_thread(refuse_then_go_on, fields, data, filename,
+                                              status)
+        assert connections == 2
 
 
 # ----- names, tokens, types
@@ -421,7 +678,7 @@ async def test_a_chunked_video_over_its_limit_is_cut_off(make_server, store_kind
 
 async def test_files_are_served_with_ranges_types_and_as_attachments(server):
     ann = User(server, "Ann")
-    video = mp4_head() + os.urandom(100_000)
+    video = media_sample("webm")
     path = (await upload(server, ann, video, "clip.webm", 4)).json["data"]
     status, headers, data = get(server, path, {"Range": "bytes=100-199"})
     assert status == 206 and data == video[100:200]
@@ -665,7 +922,7 @@ async def test_upgrading_counts_each_uploads_messages_and_frees_the_forgotten(st
             await store.add_message(chat.id, ann, path, 2, None, None, 2)
         # Bob's text that happens to read like Ann's path counts for nothing.
         await store.add_message(chat.id, bob, paths["C"], 0, None, None, 2)
-        assert await migrate(db) == ["v0004_upload_names"]
+        assert (await migrate(db))[0] == "v0004_upload_names"
         got = {n: await store.get_upload(p) for n, p in paths.items()}
         assert [(got[n].use_count, got[n].used_ms) for n in "ABC"] == [
             (2, 1), (1, 1), (0, None)]
@@ -714,3 +971,155 @@ async def test_uploaded_bytes_are_counted_in_metrics(server):
     reply = await upload(server, ann, data, "note.wav", 1)
     assert reply.json["success"] is True
     assert sample(scrape(server), "syarah_upload_bytes_total") - before == len(data)
+
+
+# ----- one account cannot fill the disk or hold connections
+
+def mp3_like(size: int) -> bytes:
+    return b"ID3\x03\x00" + os.urandom(size - 5)
+
+
+async def test_uploads_in_flight_per_user_are_capped(make_server, store_kind):
+    srv = make_server(store_kind, env={"SYARAH_UPLOAD_MAX_IN_FLIGHT": "2"})
+    ann, bob = User(srv, "Ann"), User(srv, "Bob")
+    held = [await start_upload(srv.url, ann.token, 50 * MIB, first=mp4_head())
+            for _ in range(2)]
+    try:
+        await asyncio.sleep(0.5)
+        # A third at the same time is refused before its body; someone else's is not.
+        reply = await upload(srv, ann, mp3_like(64 * 1024), "note.mp3", 1)
+        assert_refused(reply, 429, "at most 2 uploads at once")
+        assert reply.headers.get("connection") == "close"
+        reply = await upload(srv, bob, mp3_like(64 * 1024), "note.mp3", 1)
+        assert reply.status == 200, reply.body
+    finally:
+        for _, writer in held:
+            writer.close()
+    # Once they end, however they end, the slots are free again.
+    for _ in range(50):
+        await asyncio.sleep(0.2)
+        reply = await upload(srv, ann, mp3_like(64 * 1024), "note.mp3", 1)
+        if reply.status == 200:
+            break
+    assert reply.status == 200, reply.body
+    assert partial_files(srv) == []
+
+
+async def test_bytes_uploaded_per_day_are_capped_across_restarts(make_server, store_kind):
+    env = {"SYARAH_UPLOAD_BYTES_PER_DAY": str(3 * MIB)}
+    srv = make_server(store_kind, env=env)
+    ann, bob = User(srv, "Ann"), User(srv, "Bob")
+    for _ in range(3):
+        reply = await upload(srv, ann, mp3_like(MIB - 4096), "note.mp3", 1)
+        assert reply.status == 200, reply.body
+    reply = await upload(srv, ann, mp3_like(MIB - 4096), "note.mp3", 1)
+    assert_refused(reply, 429, "per day")
+    # Declared up front, the refusal comes before the body.
+    reply = await post_multipart(srv.url, [
+        field_part("messageType", 4), streamed_file(40 * MIB, mp4_head())], ann.token,
+        slow_after=0)
+    assert_refused(reply, 429, "per day")
+    assert reply.sent < 40 * MIB
+    assert (await upload(srv, bob, mp3_like(MIB), "note.mp3", 1)).status == 200
+    # The count is in the store: a restarted server (or another node) knows it.
+    srv.stop()
+    again = make_server(store_kind, env=env, database_url=srv.database_url)
+    reply = await upload(again, ann, mp3_like(64 * 1024), "note.mp3", 1)
+    assert_refused(reply, 429, "per day")
+    assert partial_files(again) == []
+
+
+async def wait_closed(reader, limit: float) -> tuple[float, bytes]:
+    """Seconds until the server ends the connection, and what it said before."""
+    started = time.monotonic()
+    said = bytearray()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(reader.read(65536), limit)
+        except ConnectionError:
+            break
+        if not chunk:
+            break
+        said += chunk
+    return time.monotonic() - started, bytes(said)
+
+
+async def test_trickling_clients_are_cut_off(make_server, store_kind):
+    srv = make_server(store_kind, env={
+        "SYARAH_HTTP_IDLE_TIMEOUT": "2", "SYARAH_HTTP_BODY_TIMEOUT": "4",
+        "SYARAH_UPLOAD_MIN_RATE_KIB": "64", "SYARAH_UPLOAD_RATE_WINDOW": "2"})
+    ann = User(srv, "Ann")
+    host, port = "127.0.0.1", srv.port
+    stop = asyncio.Event()
+
+    async def trickle(writer, data: bytes, every: float):
+        try:
+            for i in range(len(data)):
+                if stop.is_set():
+                    return
+                writer.write(data[i:i + 1])
+                await writer.drain()
+                await asyncio.sleep(every)
+        except (ConnectionError, OSError):
+            pass
+
+    async def measure(what, reader, writer, trickled: bytes, every: float):
+        task = asyncio.ensure_future(trickle(writer, trickled, every))
+        try:
+            took, said = await wait_closed(reader, 60)
+        finally:
+            task.cancel()
+            writer.close()
+        print(f"\n{what}: cut off after {took:.1f}s; answered {said[:60]!r}")
+        return took, said
+
+    # Headers one byte at a time.
+    reader, writer = await asyncio.open_connection(host, port)
+    took, said = await measure(
+        "trickled headers", reader, writer,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 10_000, 0.2)
+    assert took < 30 and said == b""
+    # An upload's body at a few bytes a second: answered, then closed.
+    reader, writer = await start_upload(srv.url, ann.token, 10 * MIB, first=mp4_head())
+    took, said = await measure("trickled upload body", reader, writer, b"x" * 10_000, 0.05)
+    assert took < 30 and said.startswith(b"HTTP/1.1 408"), said
+    assert b'"success": false' in said and b"Connection: close" in said
+    # Any other request's body.
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"POST /api/friendships HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                 b"application/json\r\nContent-Length: 5000\r\n\r\n")
+    took, said = await measure("trickled JSON body", reader, writer, b" " * 5000, 0.2)
+    assert took < 30
+    stop.set()
+    assert partial_files(srv) == []
+    # A normal upload still goes through.
+    reply = await upload(srv, ann, media_sample("mp4"), "clip.mp4", 4)
+    assert reply.status == 200, reply.body
+
+
+async def test_the_day_count_cannot_be_passed_by_uploads_finishing_together(store_kind):
+    """Two nodes finishing uploads of one user at the same moment: the store admits
+    exactly what fits; past days are dropped."""
+    from conftest import new_database_url
+    from syarah.store import DataStore, Database
+    from syarah.store.migrations import migrate
+
+    url, cleanup = new_database_url(store_kind)
+    nodes = [await Database.connect(url, pool_size=4) for _ in range(2)]
+    try:
+        await migrate(nodes[0])
+        stores = [DataStore(db) for db in nodes]
+        user = str(uuid.uuid4())
+        admitted = await asyncio.gather(*(
+            stores[i % 2].count_uploaded_bytes(user, 20000, MIB, 3 * MIB)
+            for i in range(10)))
+        assert sorted(admitted) == [False] * 7 + [True] * 3
+        assert await stores[1].uploaded_bytes(user, 20000) == 3 * MIB
+        assert await stores[0].count_uploaded_bytes(user, 20001, MIB, 3 * MIB)
+        await stores[0].forget_uploaded_bytes_before(20001)
+        assert await stores[0].uploaded_bytes(user, 20000) == 0
+        assert await stores[0].uploaded_bytes(user, 20001) == MIB
+    finally:
+        for db in nodes:
+            await db.close()
+        cleanup()

@@ -135,20 +135,7 @@ async def post_multipart(base_url: str, parts: list[Part], token: str | None = N
             await writer.drain()
 
     async def read_reply():
-        status_line = await reader.readline()
-        if not status_line:
-            raise ConnectionError("connection closed without an answer")
-        status = int(status_line.split()[1])
-        hdrs = {}
-        while True:
-            line = await reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            k, _, v = line.decode("latin1").partition(":")
-            hdrs[k.strip().lower()] = v.strip()
-        length = int(hdrs.get("content-length", 0))
-        body = await reader.readexactly(length) if length else b""
-        return status, hdrs, body
+        return await read_answer(reader)
 
     sender = asyncio.ensure_future(send_body())
     receiver = asyncio.ensure_future(read_reply())
@@ -189,3 +176,116 @@ def rss_kib(pid: int) -> int:
 
 def hwm_kib(pid: int) -> int:
     return _status_kib(pid, "VmHWM")
+
+
+# ----- the multipart body as Flutter apps send it
+
+# Dart's http package draws its boundary from these characters after a fixed prefix,
+# 70 characters in all.
+_DART_BOUNDARY_CHARS = "+_-." + "0123456789" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ" + \
+    "abcdefghijklmnopqrstuvwxyz"
+
+
+def dart_multipart(fields: dict, data: bytes, filename: str) -> tuple[dict, bytes]:
+    """Headers and body byte for byte as Dart's ``http.MultipartRequest`` writes them
+    for ``fields`` and one ``MultipartFile.fromPath('file', ...)``: fields first,
+    lower-case part headers, the part type ``application/octet-stream`` whatever the
+    file is, and the path's basename as the file name."""
+    import random
+    prefix = "dart-http-boundary-"
+    boundary = prefix + "".join(random.choice(_DART_BOUNDARY_CHARS)
+                                for _ in range(70 - len(prefix)))
+    body = bytearray()
+    for name, value in fields.items():
+        body += (f"--{boundary}\r\n"
+                 f'content-disposition: form-data; name="{name}"\r\n\r\n'
+                 f"{value}\r\n").encode()
+    body += (f"--{boundary}\r\n"
+             "content-type: application/octet-stream\r\n"
+             f'content-disposition: form-data; name="file"; filename="{filename}"'
+             "\r\n\r\n").encode()
+    body += data + b"\r\n" + f"--{boundary}--\r\n".encode()
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}",
+               "content-length": str(len(body))}
+    return headers, bytes(body)
+
+
+class KeepAliveClient:
+    """One HTTP/1.1 connection reused for every request, as Dart's and browsers'
+    clients do; ``connections`` counts how many it had to open. A request on a
+    connection the server closed without saying so fails (http.client raises
+    RemoteDisconnected: the "socket hang up" of Node)."""
+
+    def __init__(self, base_url: str, token: str | None = None):
+        import http.client
+        url = urlparse(base_url)
+        self._http = http.client
+        self.host, self.port = url.hostname, url.port
+        self.token = token
+        self.conn = None
+        self.connections = 0
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None, timeout: float = 30):
+        if self.conn is None or self.conn.sock is None:
+            self.conn = self._http.HTTPConnection(self.host, self.port, timeout=timeout)
+            self.conn.connect()
+            self.connections += 1
+        hdrs = dict(headers or {})
+        if self.token:
+            hdrs["authorization"] = f"Bearer {self.token}"
+        self.conn.request(method, path, body=body, headers=hdrs)
+        reply = self.conn.getresponse()
+        data = reply.read()
+        if reply.will_close:
+            # The server said Connection: close: the next request opens another.
+            self.conn.close()
+        return reply.status, {k.lower(): v for k, v in reply.getheaders()}, data
+
+    def upload(self, fields: dict, data: bytes, filename: str):
+        headers, body = dart_multipart(fields, data, filename)
+        return self.request("POST", "/api/chat/uploadFile", body, headers)
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+
+
+async def start_upload(base_url: str, token: str | None, size: int, message_type=4,
+                       first: bytes = b"", filename: str = "clip.mp4"):
+    """Open a connection and send an upload's headers and the first bytes of a body
+    that would be ``size`` bytes of file: the upload is then in flight, held by the
+    caller. Returns (reader, writer)."""
+    url = urlparse(base_url)
+    boundary = "----syarah" + uuid.uuid4().hex
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"messageType\""
+            f"\r\n\r\n{message_type}\r\n--{boundary}\r\nContent-Disposition: form-data; "
+            f"name=\"file\"; filename=\"{filename}\"\r\nContent-Type: "
+            "application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    request = [f"POST /api/chat/uploadFile HTTP/1.1", f"Host: {url.hostname}:{url.port}",
+               f"Content-Type: multipart/form-data; boundary={boundary}",
+               f"Content-Length: {len(head) + size + len(tail)}"]
+    if token:
+        request.append(f"Authorization: Bearer {token}")
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    writer.write(("\r\n".join(request) + "\r\n\r\n").encode() + head + first)
+    await writer.drain()
+    return reader, writer
+
+
+async def read_answer(reader) -> tuple[int, dict, bytes]:
+    """The status, headers and body of an HTTP answer; raises ConnectionError when the
+    connection closes without one."""
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionError("closed without an answer")
+    hdrs = {}
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        k, _, v = line.decode("latin1").partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    length = int(hdrs.get("content-length", 0))
+    return int(status_line.split()[1]), hdrs, await reader.readexactly(length)

@@ -39,6 +39,9 @@ log = logging.getLogger("syarah.uploads")
 
 # messageType is one digit; anything longer is not a message type.
 MAX_FIELD_BYTES = 16
+# A body's boundaries, part headers and messageType field: what a declared length
+# may hold beyond the file when it is weighed against the day's quota.
+FORM_SLACK = 16 * 1024
 # After refusing a body that is still arriving, the connection stays open this long,
 # taking and dropping what comes, before it closes. Closing a socket with unread
 # input sends a reset, and a reset makes the client's system discard our answer
@@ -74,6 +77,12 @@ def linger_before_close(connection) -> None:
     connection.close = close
 
 
+class TooSlow(ChatError):
+    code = "VALIDATION"
+    status = 408
+    default_message = "The upload arrived too slowly and was stopped; try again."
+
+
 class IncomingUpload:
     """One upload request's state while its body streams in."""
 
@@ -97,8 +106,6 @@ class IncomingUpload:
             raise Validation("messageType must be 1 (audio), 2 (image), 3 (file) or "
                              "4 (video).")
         self.message_type = int(text)
-        if self.file_parts:
-            self._check_extension()
         self._check_size()
         self._sniff_early()
 
@@ -108,8 +115,6 @@ class IncomingUpload:
             raise Validation("Send one file per upload.")
         self.ext = client_extension(filename)
         self.original_name = client_file_name(filename)
-        if self.message_type is not None:
-            self._check_extension()
         self.staged = self.media.staging_path()
         self._file = await aiofiles.open(self.staged, "wb")
 
@@ -126,10 +131,6 @@ class IncomingUpload:
         self._file = None
         self.file_done = True
 
-    def _check_extension(self) -> None:
-        if self.message_type in (MessageType.AUDIO, MessageType.VIDEO):
-            self.media.check_extension(self.message_type, self.ext)
-
     def _check_size(self) -> None:
         limit = self.media.limit(self.message_type)
         if self.size > limit:
@@ -143,7 +144,7 @@ class IncomingUpload:
                 and (len(self.head) >= HEAD_BYTES or self.file_done)):
             self.sniffed = True
             if self.message_type in (MessageType.AUDIO, MessageType.VIDEO):
-                self.media.check_content(self.message_type, bytes(self.head))
+                self.media.media_extension(self.message_type, bytes(self.head))
 
     async def complete(self) -> str:
         if self.message_type is None:
@@ -154,6 +155,7 @@ class IncomingUpload:
                              "'file'.")
         if self.size == 0:
             raise Validation("The file is empty.")
+        await self.media.count_bytes(self.user_id, self.size)
         staged, self.staged = self.staged, None
         return await self.media.store_upload(self.user_id, self.message_type, staged,
                                              self.ext, bytes(self.head), self.original_name)
@@ -217,6 +219,12 @@ class UploadFileHandler(ApiHandler):
     parser: StreamingFormDataParser | None = None
     received = 0
     body_complete = False
+    closes_early = False
+    # The user whose in-flight slot this request holds, until it ends.
+    slot_user: str | None = None
+    quota_left: int | None = None
+    rate_timer: asyncio.TimerHandle | None = None
+    received_at_check = 0
 
     async def prepare(self):
         # prepare() runs before any of the body is read: everything that can refuse
@@ -233,6 +241,9 @@ class UploadFileHandler(ApiHandler):
         # so that a refusal below is not followed by that bare 400.
         self.request.connection.set_max_body_size(4 * media.max_body)
         ctx = await self.context()
+        media.take_slot(ctx.user.id)
+        self.slot_user = ctx.user.id
+        self.quota_left = await media.quota_left(ctx.user.id)
         raw_length = self.request.headers.get("Content-Length")
         if raw_length is not None:
             try:
@@ -243,6 +254,8 @@ class UploadFileHandler(ApiHandler):
                 raise PayloadTooLarge(
                     f"The upload is {length // MIB} MB; at most "
                     f"{media.max_limit // MIB} MB is accepted (video).")
+            if self.quota_left is not None and length > self.quota_left + FORM_SLACK:
+                raise media.over_quota()
         try:
             self.parser = StreamingFormDataParser(self.request.headers)
         except ParseFailedException:
@@ -252,6 +265,36 @@ class UploadFileHandler(ApiHandler):
         self.upload = IncomingUpload(media, ctx.user.id)
         self.parser.register("file", _FileTarget(self.upload))
         self.parser.register("messageType", _FieldTarget(self.upload.set_message_type))
+        if media.min_rate:
+            self.rate_timer = asyncio.get_running_loop().call_later(
+                media.rate_window, self._check_rate)
+
+    def _check_rate(self):
+        """A body arriving slower than upload_min_rate_kib ties up a connection and a
+        slot: cut off. Nothing arriving at all counts too, so this runs on a timer."""
+        self.rate_timer = None
+        if self.parser is None or self._finished or self.body_complete:
+            return
+        media = self.services.media
+        if self.received - self.received_at_check < media.min_rate * media.rate_window:
+            log.info("upload from %s cut off: %d bytes in %.0f s", self.slot_user,
+                     self.received - self.received_at_check, media.rate_window)
+            asyncio.ensure_future(self._abort(TooSlow(
+                f"The upload arrived slower than {media.min_rate / 1024:g} KiB/s and "
+                "was stopped; try again on a better connection.")))
+            return
+        self.received_at_check = self.received
+        self.rate_timer = asyncio.get_running_loop().call_later(
+            media.rate_window, self._check_rate)
+
+    def _end(self):
+        """The request is over, however it ended: its slot and timer go."""
+        if self.rate_timer is not None:
+            self.rate_timer.cancel()
+            self.rate_timer = None
+        user, self.slot_user = self.slot_user, None
+        if user is not None:
+            self.services.media.give_slot(user)
 
 
     async def data_received(self, chunk: bytes):
@@ -262,6 +305,8 @@ class UploadFileHandler(ApiHandler):
             if self.received > self.services.media.max_body:
                 raise PayloadTooLarge(
                     f"The upload may be at most {self.services.media.max_limit // MIB} MB.")
+            if self.quota_left is not None and self.received > self.quota_left + FORM_SLACK:
+                raise self.services.media.over_quota()
             await self.parser.adata_received(chunk)
         except Exception as exc:
             await self._abort(exc)
@@ -286,13 +331,24 @@ class UploadFileHandler(ApiHandler):
 
     def send_error(self, status_code: int = 500, **kwargs):
         if not self.body_complete:
-            # The answer comes before the whole body: see LINGER_SECONDS.
-            self.set_header("Connection", "close")
+            # The answer comes before the whole body, and the connection closes after
+            # it (see LINGER_SECONDS).
+            self.closes_early = True
             linger_before_close(self.request.connection)
         super().send_error(status_code, **kwargs)
 
+    def clear(self):
+        super().clear()
+        if self.closes_early:
+            # Said in the answer (send_error clears the headers first, hence here): a
+            # keep-alive client must not send its next request on this connection.
+            self.set_header("Connection", "close")
+
     async def post(self):
         self.body_complete = True
+        if self.rate_timer is not None:
+            self.rate_timer.cancel()
+            self.rate_timer = None
         upload = self.upload
         if upload is None:
             return
@@ -306,9 +362,11 @@ class UploadFileHandler(ApiHandler):
 
     def on_connection_close(self):
         super().on_connection_close()
+        self._end()
         self._discard_later()
 
     def on_finish(self):
+        self._end()
         self._discard_later()
 
     def _discard_later(self):

@@ -12,7 +12,8 @@ from syarah.types import MessageType
 class Kind:
     message_type: MessageType
     folder: str
-    # Client file extensions accepted; None: any.
+    # Extensions stored: for audio and video, what the content is detected as must be
+    # one of these; None: any (images become WebP, files keep the client's).
     extensions: frozenset | None
     # Served inline (players, <img>) or as a download.
     inline: bool

@@ -14,7 +14,7 @@ import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 
 from syarah import paths
-from syarah.errors import UnsupportedMedia, Validation
+from syarah.errors import RateLimited, UnsupportedMedia, Validation
 from syarah.handlers.context import now_ms
 from syarah.media import images, sniff
 from syarah.media.kinds import KINDS
@@ -90,6 +90,12 @@ class MediaService:
         self.max_limit = max(self.limits.values())
         self.max_body = self.max_limit + MULTIPART_OVERHEAD
         self.orphan_ms = int(settings.upload_orphan_hours * 3600 * 1000)
+        self.max_in_flight = settings.upload_max_in_flight
+        self.bytes_per_day = settings.upload_bytes_per_day
+        self.min_rate = settings.upload_min_rate_kib * 1024
+        self.rate_window = settings.upload_rate_window
+        # Uploads arriving now, per user (this node's).
+        self.in_flight: dict[str, int] = {}
         self.sweep_interval = settings.upload_cleanup_interval
         # Two decodes at a time bound the memory a burst of big photos can take; the
         # event loop never waits on Pillow.
@@ -116,23 +122,55 @@ class MediaService:
 
     # ----- uploading
 
+    def take_slot(self, user_id: str) -> None:
+        """One more upload of the user arriving; refused beyond upload_max_in_flight.
+        Every slot taken is given back with give_slot."""
+        count = self.in_flight.get(user_id, 0)
+        if self.max_in_flight and count >= self.max_in_flight:
+            raise RateLimited(f"You may send at most {self.max_in_flight} uploads at "
+                              "once; wait for one to finish.")
+        self.in_flight[user_id] = count + 1
+
+    def give_slot(self, user_id: str) -> None:
+        count = self.in_flight.pop(user_id, 0) - 1
+        if count > 0:
+            self.in_flight[user_id] = count
+
+    def over_quota(self) -> RateLimited:
+        return RateLimited(f"You may upload at most {self.bytes_per_day // MIB} MB per "
+                           "day; try again tomorrow.")
+
+    async def quota_left(self, user_id: str) -> int | None:
+        """Bytes the user may still upload today; None without a quota."""
+        if not self.bytes_per_day:
+            return None
+        left = self.bytes_per_day - await self.store.uploaded_bytes(user_id, today())
+        if left <= 0:
+            raise self.over_quota()
+        return left
+
+    async def count_bytes(self, user_id: str, size: int) -> None:
+        """Count a received upload against the user's day; refused when it does not
+        fit (then nothing is counted)."""
+        if self.bytes_per_day and not await self.store.count_uploaded_bytes(
+                user_id, today(), size, self.bytes_per_day):
+            raise self.over_quota()
+
     def limit(self, message_type: int | None) -> int:
         return self.limits[message_type] if message_type else self.max_limit
 
     def staging_path(self) -> str:
         return os.path.join(self.staging, secrets.token_hex(16) + ".part")
 
-    def check_extension(self, message_type: int, ext: str) -> None:
-        allowed = KINDS[message_type].extensions
-        if allowed is not None and ext not in allowed:
-            what = "An audio" if message_type == MessageType.AUDIO else "A video"
-            raise UnsupportedMedia(
-                f"{what} file's name must end in one of: {', '.join(sorted(allowed))}.")
-
-    def check_content(self, message_type: int, head: bytes) -> None:
-        if not sniff.looks_like(message_type, head):
-            name = "an audio" if message_type == MessageType.AUDIO else "a video"
-            raise UnsupportedMedia(f"The file's content is not {name} file.")
+    def media_extension(self, message_type: int, head: bytes) -> str:
+        """The extension an audio or video file starting with ``head`` is stored under:
+        its content decides, not the name it was sent under."""
+        ext = sniff.detect(message_type, head)
+        if ext is None or ext not in KINDS[message_type].extensions:
+            what = "an audio" if message_type == MessageType.AUDIO else "a video"
+            names = ", ".join(sorted(KINDS[message_type].extensions))
+            raise UnsupportedMedia(f"The file's content is not {what} file ({names}).")
+        return ext
 
     async def store_upload(self, user_id: str, message_type: int, staged: str, ext: str,
                            head: bytes, original_name: str | None = None) -> str:
@@ -149,8 +187,7 @@ class MediaService:
                                            staged, final, self.max_pixels)
             else:
                 if message_type in (MessageType.AUDIO, MessageType.VIDEO):
-                    self.check_extension(message_type, ext)
-                    self.check_content(message_type, head)
+                    ext = self.media_extension(message_type, head)
                 final = self._final(kind.folder, name, ext)
                 os.replace(staged, final)
         finally:
@@ -231,6 +268,8 @@ class MediaService:
                     removed += 1
             if len(batch) < SWEEP_BATCH:
                 break
+        # Yesterday's count is kept: the nodes' clocks differ a little around midnight.
+        await self.store.forget_uploaded_bytes_before(today() - 1)
         stale = time.time() - STALE_PARTIAL_SECONDS
         try:
             with os.scandir(self.staging) as entries:
@@ -276,6 +315,11 @@ class Release:
                 log.warning("could not delete the released upload %s now", path,
                             exc_info=True)
         self.paths = []
+
+
+def today() -> int:
+    """The UTC day, counted from 1970-01-01."""
+    return now_ms() // 86_400_000
 
 
 def _remove(path: str) -> None:

@@ -66,3 +66,28 @@ class UploadStore:
         result = await self.db.execute(
             "DELETE FROM uploads WHERE path = ? AND used_ms IS NULL", path)
         return result.rowcount == 1
+
+    # ----- the daily upload quota
+
+    async def uploaded_bytes(self, user_id: str, day: int) -> int:
+        row = await self.db.fetchone(
+            "SELECT bytes FROM upload_bytes WHERE user_id = ? AND day = ?", user_id, day)
+        return row[0] if row else 0
+
+    async def count_uploaded_bytes(self, user_id: str, day: int, size: int,
+                                   limit: int) -> bool:
+        """Add ``size`` to what the user uploaded on ``day`` unless that would pass
+        ``limit``; False (and nothing added) then. One statement decides, so uploads
+        finishing together on several nodes cannot pass the limit between them."""
+        async def q(txn):
+            await txn.execute(self.db.engine.insert_or_ignore(
+                "INSERT INTO upload_bytes (user_id, day, bytes) VALUES (?, ?, 0)"),
+                user_id, day)
+            result = await txn.execute(
+                "UPDATE upload_bytes SET bytes = bytes + ? WHERE user_id = ? AND day = ?"
+                " AND bytes + ? <= ?", size, user_id, day, size, limit)
+            return result.rowcount == 1
+        return await self.db.run(q)
+
+    async def forget_uploaded_bytes_before(self, day: int) -> None:
+        await self.db.execute("DELETE FROM upload_bytes WHERE day < ?", day)
