@@ -12,7 +12,11 @@ from syarah.http.base import ApiHandler
 
 
 class _Dumper(yaml.SafeDumper):
-    """Descriptions of several lines as literal blocks, readable as written."""
+    """Descriptions of several lines as literal blocks, readable as written; shared
+    schema pieces written out each time, not as YAML anchors some tools mishandle."""
+
+    def ignore_aliases(self, data):
+        return True
 
 
 _Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
