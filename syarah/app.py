@@ -5,7 +5,7 @@ from __future__ import annotations
 import socketio
 import tornado.web
 
-from syarah import paths
+from syarah import docs, paths, playground
 from syarah.http import api, uploads
 
 
@@ -53,6 +53,9 @@ def make_app(services, sio, extra_routes=()) -> tornado.web.Application:
          {"path": paths.resolve(services.settings.upload_dir), "services": services}),
         (r"/healthz", api.HealthHandler, s),
         (r"/readyz", api.ReadyHandler, s),
+        (r"/api/docs/(asyncapi|openapi)\.yaml", docs.DocsHandler, s),
+        (r"/", playground.RootHandler, s),
+        *playground.routes(services),
         *extra_routes,
     ]
     return tornado.web.Application(

@@ -108,6 +108,9 @@ _DEFS = [
     ("max_rooms_per_socket", 500, int, "chat rooms one socket may have joined at once"),
     ("max_tokenless_sockets_per_address", 100, int,
      "sockets without a token one address may hold (they claim a userId unproven)"),
+    ("playground", False, bool,
+     "serve the web playground at /playground, which mints a token for any user who "
+     "asks: development only"),
 ]
 
 NAMES = [d[0] for d in _DEFS]
@@ -177,6 +180,7 @@ class Settings:
     max_sockets_per_user: int
     max_rooms_per_socket: int
     max_tokenless_sockets_per_address: int
+    playground: bool
 
     @property
     def effective_database_url(self) -> str:

@@ -371,8 +371,9 @@ async def test_unknown_paths_and_methods_answer_in_the_envelope(server):
         status, headers, body = raw(server, method, "/api/nothing/here")
         assert_failure(status, body, 404)
         assert headers["Content-Type"].startswith("application/json")
-    status, _, body = raw(server, "GET", "/")
-    assert_failure(status, body, 404)
+    # GET / names the endpoints (tests/test_playground.py); other methods are refused.
+    status, _, body = raw(server, "POST", "/")
+    assert_failure(status, body, 405)
     assert_failure(*ann.http("PATCH", "/api/friendships", {}), 405)
     assert_failure(*ann.http("GET", "/api/chat/groups"), 405)
     # A friendship with no action is not a thing one can POST to.
