@@ -338,7 +338,9 @@ async def test_admin_user_update_renames_everywhere(store_kind, make_server, cli
                        SECRET, algorithm="HS256")
     reply = await a.call("createMessage", {"message": "newer token", "chatHeaderId": chat_id,
                                            "accessToken": fresh})
-    assert reply["chatMessage"]["user"] == {"id": ann.id, "name": "Ann S.", "avatar": None}
+    # It has no picture claim: the stored avatar stays.
+    assert reply["chatMessage"]["user"] == {"id": ann.id, "name": "Ann S.",
+                                            "avatar": data["avatar"]}
     # A user the chat server has never seen is created by the service API.
     newcomer = str(uuid.uuid4())
     ok(*http_json(srv, "PUT", f"/api/admin/users/{newcomer}", {"name": "Newcomer"},
