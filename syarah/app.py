@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import re
+
 import socketio
 import tornado.web
 
 from syarah import docs, paths, playground
 from syarah.http import api, uploads
+
+
+_POLLING = re.compile(r"(^|&)transport=polling(?=&|$)")
+
+
+def as_websocket_query(query: str) -> str:
+    """A WebSocket request's query, naming the transport it really uses.
+
+    Flutter's socket_io_client on Android and iOS only has a WebSocket transport, yet
+    its query names the first entry of its transports list, polling by default.
+    python-engineio would answer such a request as a long poll, which a WebSocket
+    never delivers: the client saw a 101 and then silence."""
+    return _POLLING.sub(r"\1transport=websocket", query)
 
 
 def socketio_handler(sio, compression: bool):
@@ -23,6 +38,11 @@ def socketio_handler(sio, compression: bool):
             # with Nagle's algorithm the second frame waits for the client's delayed
             # ACK (~40 ms on Linux), which made createMessage take 50 ms on localhost.
             self.set_nodelay(True)
+            # python-engineio's Tornado driver reads the query from request.query
+            # (translate_request): rewritten there, it serves the WebSocket as one.
+            # tests/test_flutter_transport.py fails loudly if the library stops
+            # reading it from there.
+            self.request.query = as_websocket_query(self.request.query)
             await super().open(*args, **kwargs)
 
         def on_message(self, message):

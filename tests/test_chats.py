@@ -3,14 +3,19 @@ missed-message sync."""
 
 import asyncio
 import re
+import time
 
-from conftest import dm
+import jwt
+
+from conftest import SECRET, User, dm, http_json, register
+from syarah.auth import mint
+from test_uploads import jpeg, upload
 from helpers import (
     CHAT_HEADER_KEYS, CHAT_MESSAGE_KEYS, ISO_MS, MEMBER_KEYS, assert_error, befriend, block,
     group, people, send)
 
 MY_CHAT_KEYS = {"chatHeaderId", "userId", "userName", "userAvatar", "lastMessage",
-                "lastMessageTime", "creationTime", "isOnline", "unreadCount",
+                "lastMessageType", "lastMessageTime", "creationTime", "isOnline", "unreadCount",
                 "friendshipStatus"}
 
 
@@ -200,11 +205,13 @@ async def test_get_my_chats_as_in_the_document(server, clients):
     bob_chat, dan_chat, cat_chat = chats
     assert bob_chat == {
         "chatHeaderId": with_bob, "userId": bob.id, "userName": "Bob", "userAvatar": None,
-        "lastMessage": "Hello, how are you?", "lastMessageTime": last["creationTime"],
+        "lastMessage": "Hello, how are you?", "lastMessageType": 0,
+        "lastMessageTime": last["creationTime"],
         "creationTime": bob_chat["creationTime"], "isOnline": True, "unreadCount": 2,
         "friendshipStatus": 1}
     assert dan_chat["friendshipStatus"] == 3 and dan_chat["isOnline"] is False
     assert cat_chat["lastMessage"] is None and cat_chat["lastMessageTime"] is None
+    assert cat_chat["lastMessageType"] is None
     assert cat_chat["friendshipStatus"] is None and cat_chat["unreadCount"] == 0
     await a.call("readMessage", {"chatHeaderId": with_bob})
     assert (await a.call("getMyChats", {}))[0]["unreadCount"] == 0
@@ -222,3 +229,90 @@ async def test_get_my_chats_token_from_connection_or_event(server, clients):
     assert_error(await anon.call("getMyChats", {"accessToken": bob.token}), "UNAUTHORIZED")
     chats = await anon.call("getMyChats", {"AccessToken": f"Bearer {ann.token}"})
     assert [c["userId"] for c in chats] == [bob.id]
+
+
+async def test_get_my_chats_says_the_type_of_the_last_message(server, clients):
+    """lastMessage of a photo is its /uploads/ path: lastMessageType tells a chat list
+    to show it as a photo, not as text."""
+    ann, bob = await people(server, "Ann", "Bob")
+    a = await clients(ann)
+    chat_id = await dm(a, bob)
+    photo = (await upload(server, ann, jpeg(300, 200), "a.jpg", 2)).json["data"]
+    await send(a, chat_id, photo, messageType=2)
+    (chat,) = await a.call("getMyChats", {})
+    assert (chat["lastMessage"], chat["lastMessageType"]) == (photo, 2)
+    await send(a, chat_id, "and a word")
+    (chat,) = await a.call("getMyChats", {})
+    assert (chat["lastMessage"], chat["lastMessageType"]) == ("and a word", 0)
+
+
+# --- users the server has not met yet -------------------------------------------------
+
+async def test_chats_and_groups_with_users_not_met_yet(store_kind, make_server, clients):
+    """getChatHeaderAsync, group creation and adding members create a user the server
+    has not met yet (no name, no avatar), race-free; the service API fills them in."""
+    key = "svc-key-0123456789"
+    srv = make_server(store_kind, f"--service-key={key}")
+    ann, cat = User(srv, "Ann"), User(srv, "Cat")
+    await register(ann, cat)
+    bob, dan, eve = (User(srv, n) for n in ("Bob", "Dan", "Eve"))  # never seen
+    path = f"/api/chat/getChatHeaderAsync?user1Id={ann.id}&user2Id={bob.id}"
+    replies = await asyncio.gather(
+        *(asyncio.to_thread(u.http, "GET", path.replace(ann.id, u.id))
+          for u in (ann, ann, cat, cat)),
+        *(asyncio.to_thread(u.http, "POST", "/api/chat/groups",
+                            {"name": "G", "memberIds": [dan.id, bob.id]})
+          for u in (ann, cat)))
+    assert [status for status, _ in replies] == [200] * 4 + [201] * 2, replies
+    assert replies[0][1]["data"]["id"] == replies[1][1]["data"]["id"]
+    header = replies[0][1]["data"]
+    assert {m["userId"]: (m["name"], m["avatar"]) for m in header["members"]} == {
+        ann.id: ("Ann", None), bob.id: ("", None)}
+    gid = replies[4][1]["data"]["id"]
+    assert len(replies[4][1]["data"]["members"]) == 3
+    status, body = ann.http("POST", f"/api/chat/groups/{gid}/members", {"userIds": [eve.id]})
+    assert status == 200, body
+    assert eve.id in {m["userId"] for m in body["data"]["members"]}
+
+    status, body = http_json(srv, "PUT", f"/api/admin/users/{bob.id}",
+                             {"name": "Bob B", "avatar": "https://cdn.example/b.png"},
+                             {"X-Service-Key": key})
+    assert status == 200, body
+    status, body = ann.http("GET", path)
+    assert {m["userId"]: (m["name"], m["avatar"]) for m in body["data"]["members"]}[
+        bob.id] == ("Bob B", "https://cdn.example/b.png")
+    # Eve's first token names her, and she finds the group she was added to.
+    e = await clients(eve)
+    headers = await e.call("findAllChatHeaders", {})
+    assert [h["id"] for h in headers["items"]] == [gid]
+    assert {m["userId"]: m["name"] for m in headers["items"][0]["members"]}[eve.id] == "Eve"
+
+
+def token(user_id: str, **claims) -> str:
+    now = int(time.time())
+    return jwt.encode(dict(sub=user_id, iat=now, exp=now + 3600, **claims), SECRET,
+                      algorithm="HS256")
+
+
+async def test_claims_update_only_what_they_carry(server, clients):
+    """A token without a picture (or a name) leaves the stored avatar (or name)."""
+    ann, bob = await people(server, "Ann", "Bob")
+    ann.token = mint(SECRET, ann.id, "Ann", avatar="https://cdn.example/ann.png")
+    b = await clients(bob)
+    chat_id = await dm(b, ann)
+    await clients(ann)  # the token with the picture
+
+    async def ann_as_stored():
+        reply = await b.call("joinRoom", {"chatHeaderId": chat_id})
+        return next((m["name"], m["avatar"]) for m in reply["members"] if m["userId"] == ann.id)
+
+    assert await ann_as_stored() == ("Ann", "https://cdn.example/ann.png")
+    ann.token = token(ann.id, name="Ann A")  # no picture claim
+    await clients(ann)
+    assert await ann_as_stored() == ("Ann A", "https://cdn.example/ann.png")
+    ann.token = token(ann.id)  # neither name nor picture
+    await clients(ann)
+    assert await ann_as_stored() == ("Ann A", "https://cdn.example/ann.png")
+    ann.token = token(ann.id, name="Ann", picture="https://cdn.example/new.png")
+    await clients(ann)
+    assert await ann_as_stored() == ("Ann", "https://cdn.example/new.png")

@@ -114,3 +114,13 @@ async def test_media_message_flow_with_socket_io_client(server, tmp_path):
     media = {"image": {"path": str(photo), "width": width, "height": height},
              "video": {"path": str(video)}}
     await run_node_tests(server, "media.test.js", users, CHAT_TEST_MEDIA=json.dumps(media))
+
+
+async def test_the_api_documents_chat_client_class(server):
+    """The document's ChatClient class as it stands (tests/js/document-client.test.js
+    holds its text verbatim): it sends, edits, deletes and reads."""
+    node_or_skip()
+    ann, bob = User(server, "Ann"), User(server, "Bob")
+    await register(ann, bob)
+    users = [{"id": u.id, "name": u.name, "token": u.token} for u in (ann, bob)]
+    await run_node_tests(server, "document-client.test.js", users)

@@ -221,11 +221,37 @@ async def test_media_message_needs_an_uploaded_path(server, clients):
     ann, bob = await people(server, "Ann", "Bob")
     a = await clients(ann)
     chat_id = await dm(a, bob)
-    for path in ("hello", "/etc/passwd", "/uploads/chat-messages/images/../../x.webp"):
+    for path in ("/uploads/chat-messages/images/../../x.webp", "/uploads/x.webp",
+                 "/uploads/chat-messages/audios/" + "A" * 32 + ".mp3"):
         reply = await a.call("createMessage", {
             "message": path, "chatHeaderId": chat_id, "messageType": 2})
         assert reply.get("code") in ("VALIDATION", "NOT_FOUND"), reply
     assert (await a.call("findAllMessages", {"chatHeaderId": chat_id}))["totalCount"] == 0
+
+
+async def test_text_sent_as_a_media_type_is_stored_as_text(server, clients):
+    """The API document's ChatClient.sendMessage(456, 'Hello, world!') sends
+    messageType 1 (its default): what is no upload path at all is a text message."""
+    ann, bob = await people(server, "Ann", "Bob")
+    a, b = await clients(ann), await clients(bob)
+    chat_id = await dm(a, bob)
+    await b.call("joinRoom", {"chatHeaderId": chat_id})
+    for i, (text, message_type) in enumerate(
+            [("Hello, world!", 1), ("/etc/passwd", 2), ("https://x.example/a.webp", 4)]):
+        reply = await a.call("createMessage", {
+            "message": text, "chatHeaderId": chat_id, "accessToken": ann.token,
+            "messageType": message_type, "caption": ""})
+        assert reply["chatMessage"]["messageType"] == 0, reply
+        assert reply["chatMessage"]["message"] == text
+        (got,) = (await b.wait_for("message", i + 1))[i:]
+        assert got == reply
+    page = await a.call("findAllMessages", {"chatHeaderId": chat_id})
+    assert [m["messageType"] for m in page["items"]] == [0, 0, 0]
+    # Without an ack, nothing comes back as an exception either.
+    await a.emit("createMessage", {"message": "no ack", "chatHeaderId": chat_id,
+                                   "messageType": 1})
+    (*_, last) = await b.wait_for("message", 4)
+    assert last["chatMessage"]["messageType"] == 0 and "exception" not in a.events
 
 
 # --- findAllMessages ---------------------------------------------------------------

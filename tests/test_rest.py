@@ -82,7 +82,6 @@ async def test_get_chat_header_refusals(server):
     assert_failure(*http_json(server, "GET", path), 401)
     assert_failure(*http_json(server, "GET", path, headers={"Authorization": "Bearer nonsense"}), 401)
     assert_failure(*carol.http("GET", path), 403)
-    assert_failure(*ann.http("GET", f"/api/chat/getChatHeaderAsync?user1Id={ann.id}&user2Id={uuid.uuid4()}"), 404)
     assert_failure(*ann.http("GET", f"/api/chat/getChatHeaderAsync?user1Id={ann.id}&user2Id=not-a-guid"), 400)
     assert_failure(*ann.http("GET", f"/api/chat/getChatHeaderAsync?user1Id={ann.id}"), 400)
     assert_failure(*ann.http("GET", f"/api/chat/getChatHeaderAsync?user1Id={ann.id}&user2Id={ann.id}"), 400)
@@ -260,7 +259,6 @@ async def test_group_member_rules(server, clients):
     assert_failure(*eve.http("DELETE", f"/api/chat/groups/{gid}/members/{eve.id}"), 403)
     # Only the creator removes others; anyone may leave.
     assert_failure(*bob.http("DELETE", f"/api/chat/groups/{gid}/members/{carol.id}"), 403)
-    assert_failure(*ann.http("POST", f"/api/chat/groups/{gid}/members", {"userIds": [str(uuid.uuid4())]}), 404)
     assert_failure(*ann.http("POST", "/api/chat/groups/999999999/members", {"userIds": [eve.id]}), 404)
     assert_failure(*ann.http("DELETE", f"/api/chat/groups/{gid}/members/{eve.id}"), 404)
     b, c = await clients(bob), await clients(carol)
@@ -294,7 +292,6 @@ async def test_create_group_refusals(server):
     assert_failure(*ann.http("POST", "/api/chat/groups", {"name": "", "memberIds": []}), 400)
     assert_failure(*ann.http("POST", "/api/chat/groups", {"name": "G", "memberIds": "x"}), 400)
     assert_failure(*ann.http("POST", "/api/chat/groups", {"name": "G", "memberIds": ["nope"]}), 400)
-    assert_failure(*ann.http("POST", "/api/chat/groups", {"name": "G", "memberIds": [str(uuid.uuid4())]}), 404)
     assert_failure(*ann.http("POST", "/api/chat/groups", {"name": "x" * 100_000}), 400)
     assert_failure(*http_json(server, "POST", "/api/chat/groups", {"name": "G"}), 401)
     # A lone group (only the creator) is allowed.
@@ -341,7 +338,9 @@ async def test_admin_user_update_renames_everywhere(store_kind, make_server, cli
                        SECRET, algorithm="HS256")
     reply = await a.call("createMessage", {"message": "newer token", "chatHeaderId": chat_id,
                                            "accessToken": fresh})
-    assert reply["chatMessage"]["user"] == {"id": ann.id, "name": "Ann S.", "avatar": None}
+    # It has no picture claim: the stored avatar stays.
+    assert reply["chatMessage"]["user"] == {"id": ann.id, "name": "Ann S.",
+                                            "avatar": data["avatar"]}
     # A user the chat server has never seen is created by the service API.
     newcomer = str(uuid.uuid4())
     ok(*http_json(srv, "PUT", f"/api/admin/users/{newcomer}", {"name": "Newcomer"},

@@ -3,10 +3,11 @@
 import asyncio
 import re
 
-from conftest import dm
+from conftest import SECRET, User, dm
 from helpers import (
     CHAT_HEADER_KEYS, ISO_MS, MEMBER_KEYS, assert_error, barrier, befriend, block, group,
     people, send)
+from syarah.auth import mint
 
 JOIN_KEYS = {"chatHeaderId", "joined", "roomMembers", "currentMember", "members",
              "friendshipStatus", "chatHeader"}
@@ -67,8 +68,6 @@ async def test_join_room_refusals(server, clients):
     a, e = await clients(ann), await clients(eve)
     chat_id = await dm(a, bob)
     assert_error(await a.call("joinRoom", {"otherUserId": ann.id}), "VALIDATION")
-    assert_error(await a.call("joinRoom", {"otherUserId": "11111111-2222-4333-8444-"
-                                                          "555555555555"}), "NOT_FOUND")
     assert_error(await a.call("joinRoom", {"chatHeaderId": 2**52}), "NOT_FOUND")
     assert_error(await e.call("joinRoom", {"chatHeaderId": chat_id}), "FORBIDDEN")
     assert_error(await a.call("joinRoom", {}), "VALIDATION")
@@ -245,3 +244,33 @@ async def test_a_member_removed_from_a_group_hears_and_changes_nothing_more(
     assert b.received("typing") == []
     page = await c.call("findAllMessages", {"chatHeaderId": gid})
     assert [m["message"] for m in page["items"]] == ["after bob left", "bob's"]
+
+
+async def test_join_room_with_someone_not_met_yet_creates_them(server, clients):
+    """otherUserId of a user who never connected: their user row is created without
+    name or avatar, race-free, and their first token fills it in."""
+    ann, cat = await people(server, "Ann", "Cat")
+    bob = User(server, "Bob")  # never connected, never called the REST API
+    bob.token = mint(SECRET, bob.id, "Bob", avatar="https://cdn.example/bob.png")
+    sockets = [await clients(u) for u in (ann, ann, ann, cat, cat)]
+    # Five sockets of two users open chats with the same unknown user at once.
+    replies = await asyncio.gather(
+        *(s.call("joinRoom", {"otherUserId": bob.id}) for s in sockets))
+    for reply in replies:
+        assert reply.get("joined") is True, reply
+    assert len({r["chatHeaderId"] for r in replies[:3]}) == 1
+    assert len({r["chatHeaderId"] for r in replies[3:]}) == 1
+    stranger = next(m for m in replies[0]["members"] if m["userId"] == bob.id)
+    assert stranger == {"userId": bob.id, "name": "", "avatar": None, "isOnline": False,
+                        "lastReadMessageId": None}
+    assert replies[0]["chatHeader"]["name"] == ""
+    await send(sockets[0], replies[0]["chatHeaderId"], "Are you there yet?")
+
+    b = await clients(bob)
+    mine = await b.call("getMyChats", {})
+    assert {c["userId"] for c in mine} == {ann.id, cat.id}
+    seen = await sockets[0].call("joinRoom", {"otherUserId": bob.id})
+    filled = next(m for m in seen["members"] if m["userId"] == bob.id)
+    assert (filled["name"], filled["avatar"]) == ("Bob", "https://cdn.example/bob.png")
+    page = await b.call("findAllMessages", {"chatHeaderId": seen["chatHeaderId"]})
+    assert [m["message"] for m in page["items"]] == ["Are you there yet?"]

@@ -782,7 +782,6 @@ async def test_a_media_message_carries_only_its_senders_upload_of_that_type(serv
     await refused({"message": image, "messageType": 4}, "uploaded as images")
     await refused({"message": "/uploads/chat-messages/images/" + "A" * 32 + ".webp",
                    "messageType": 2}, "does not exist")
-    await refused({"message": "https://evil.example/x.webp", "messageType": 2}, "path")
     await refused({"message": "/uploads/chat-messages/images/../../../etc/passwd",
                    "messageType": 2}, "path")
     await refused({"message": bobs, "messageType": 2}, "you uploaded")

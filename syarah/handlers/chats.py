@@ -72,6 +72,7 @@ async def get_my_chats(ctx: Context, e: dto.GetMyChats):
             user_name=other.name if other else None,
             user_avatar=other.avatar if other else None,
             last_message=s.last_message.message if s.last_message else None,
+            last_message_type=s.last_message.message_type if s.last_message else None,
             last_message_time=(Time(s.chat.last_message_ms)
                                if s.chat.last_message_ms is not None else None),
             creation_time=Time(s.chat.creation_ms),
@@ -88,8 +89,8 @@ async def individual_chat(ctx: Context, other_user_id: str) -> types.Chat:
     if other_user_id == ctx.user.id:
         raise Validation("You cannot open a chat with yourself.")
     store = ctx.services.store
-    if await store.get_user(other_user_id) is None:
-        raise NotFound("That user does not exist.")
+    # The main backend owns the users: one the server has not met yet is created.
+    await store.ensure_users([other_user_id], now_ms())
     return await store.get_or_create_individual_chat(ctx.user.id, other_user_id, now_ms())
 
 
@@ -110,10 +111,7 @@ async def get_chat_header(ctx: Context, user1_id: str, user2_id: str) -> ChatHea
 async def create_group(ctx: Context, e: dto.CreateGroup) -> ChatHeader:
     store = ctx.services.store
     member_ids = [m for m in (e.member_ids or []) if m != ctx.user.id]
-    known = await store.get_users(member_ids)
-    unknown = [m for m in member_ids if m not in known]
-    if unknown:
-        raise NotFound(f"User {unknown[0]} does not exist.")
+    await store.ensure_users(member_ids, now_ms())
     chat = await store.create_group(e.name, e.avatar, ctx.user.id, member_ids, now_ms())
     return await chat_header(ctx, chat.id)
 
@@ -130,10 +128,7 @@ async def _group_for_member(ctx: Context, chat_id: int) -> types.Chat:
 async def add_group_members(ctx: Context, chat_id: int, e: dto.AddGroupMembers):
     store = ctx.services.store
     await _group_for_member(ctx, chat_id)
-    known = await store.get_users(e.user_ids)
-    unknown = [u for u in e.user_ids if u not in known]
-    if unknown:
-        raise NotFound(f"User {unknown[0]} does not exist.")
+    await store.ensure_users(e.user_ids, now_ms())
     added = await store.add_members(chat_id, e.user_ids, now_ms())
     if added:
         members = (await store.get_members([chat_id]))[chat_id]

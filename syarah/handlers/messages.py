@@ -42,7 +42,22 @@ def media_hook(ctx: Context, message_type: int, path: str):
     return media.use_in_message(ctx.user.id, path)
 
 
+# Every path uploadFile returns starts with this.
+UPLOAD_PREFIX = "/uploads/"
+
+
+def sent_type(message_type: int, message: str) -> int:
+    """The type a new message is stored with. The API document's own ChatClient
+    sends text with messageType 1 (its sendMessage default): a media message whose
+    message is no upload path at all is text. Anything shaped like an upload path
+    keeps its type and every check on it."""
+    if message_type != MessageType.TEXT and not message.startswith(UPLOAD_PREFIX):
+        return MessageType.TEXT
+    return message_type
+
+
 async def create_message(ctx: Context, e: dto.CreateMessage):
+    e.message_type = sent_type(e.message_type, e.message)
     await check_media(ctx, e.message_type, e.message)
     push = ctx.services.push
     after_insert = in_transaction(

@@ -118,6 +118,8 @@ class MyChat:
     user_name: str | None
     user_avatar: str | None
     last_message: str | None
+    # Beside lastMessage, so that a media path is not shown as text (None: no message).
+    last_message_type: int | None
     last_message_time: Time | None
     creation_time: Time
     is_online: bool
