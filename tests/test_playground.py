@@ -131,6 +131,24 @@ def test_the_token_endpoint_mints_a_token_the_server_accepts(playground_server):
     assert status == 200 and re.fullmatch(r"[0-9a-f-]{36}", body["data"]["userId"]), body
 
 
+def test_the_token_endpoint_refuses_a_browser_on_another_machine():
+    # Behind a proxy (xheaders) the peer is the X-Real-Ip: a request from elsewhere
+    # must not get a token that acts as anybody.
+    url, cleanup = new_database_url("sqlite")
+    srv = ServerProcess(url, "--playground=true", "--xheaders=true").start()
+    try:
+        status, body = http_json(srv, "POST", "/playground/token", {"name": "Eve"},
+                                 headers={"X-Real-Ip": "203.0.113.9"})
+        assert status == 403 and body["success"] is False and body["data"] is None, body
+        assert "this machine" in body["message"]
+        status, body = http_json(srv, "POST", "/playground/token", {"name": "Ann"},
+                                 headers={"X-Real-Ip": "127.0.0.1"})
+        assert status == 200 and body["data"]["accessToken"], body
+    finally:
+        srv.stop()
+        cleanup()
+
+
 @pytest.mark.parametrize("payload", [
     {}, {"name": ""}, {"name": "Ann", "userId": "not-a-guid"}, {"name": 5}, [1, 2],
     {"name": "x" * 101},

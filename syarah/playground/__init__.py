@@ -10,6 +10,7 @@ answers 404 and ``GET /`` names the endpoints instead.
 from __future__ import annotations
 
 import html
+import ipaddress
 import json
 import logging
 import os
@@ -98,6 +99,13 @@ class PageHandler(_PlaygroundOnly, ApiHandler):
             self.finish(f.read())
 
 
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return ipaddress.ip_address(address or "").is_loopback
+    except ValueError:
+        return False
+
+
 class TokenHandler(_PlaygroundOnly, ApiHandler):
     """POST /playground/token {userId, name}: a development token for that user."""
 
@@ -106,6 +114,11 @@ class TokenHandler(_PlaygroundOnly, ApiHandler):
         if not settings.jwt_secret or "HS256" not in settings.algorithms:
             raise Forbidden("The playground signs tokens with HS256: set jwt_secret and "
                             "keep HS256 in jwt_algorithms.")
+        # A minted token acts as anybody: only for someone at this machine, even when a
+        # development server listens on every address.
+        if not _is_loopback(self.request.remote_ip):
+            raise Forbidden("The playground mints tokens only for browsers on this "
+                            "machine (http://localhost).")
         body = decode(TokenRequest, self.json_body())
         user_id = body.user_id or str(uuid.uuid4())
         token = auth.mint(settings.jwt_secret, user_id, body.name, hours=TOKEN_HOURS,
