@@ -9,6 +9,7 @@ import sys
 
 import engineio.payload
 import tornado.httpserver
+import tornado.web
 
 from syarah import jsonlib, logs, metrics, options, paths
 from syarah.app import make_app
@@ -21,6 +22,7 @@ from syarah.push import make_push
 from syarah.ratelimit import Limits
 from syarah.sockets import LocalManager
 from syarah.store import open_store
+from syarah.store.database import settings_tls
 
 log = logging.getLogger("syarah.server")
 
@@ -81,6 +83,7 @@ class Node:
         self.http = None
         self.namespace = None
         self.media = None
+        self.metrics_http = None
         self.stopping = asyncio.Event()
 
     async def start(self):
@@ -88,7 +91,7 @@ class Node:
         verifier = make_verifier(s)
         self.store = await open_store(
             s.effective_database_url, pool_size=s.db_pool_size, timeout=s.db_timeout,
-            run_migrations=s.migrate_on_start)
+            run_migrations=s.migrate_on_start, ssl=settings_tls(s))
         self.presence, manager = await self._scale_out()
         sio = make_socketio(s, manager)
         services = Services(
@@ -107,7 +110,15 @@ class Node:
         sio.register_namespace(self.namespace)
         self.sio = sio
         metrics.watch(self.namespace, self.store.db)
-        app = make_app(services, sio, extra_routes=[(r"/metrics", metrics.MetricsHandler)])
+        metrics_route = (r"/metrics", metrics.MetricsHandler, {"token": s.metrics_token})
+        if s.metrics_port:
+            # A listener of its own, reachable only where metrics_address is.
+            self.metrics_http = tornado.httpserver.HTTPServer(
+                tornado.web.Application([metrics_route]))
+            self.metrics_http.listen(s.metrics_port, s.metrics_address)
+            log.info("metrics on %s:%d", s.metrics_address, s.metrics_port)
+        app = make_app(services, sio,
+                       extra_routes=[] if s.metrics_port else [metrics_route])
         self.http = tornado.httpserver.HTTPServer(
             app, xheaders=s.xheaders, max_body_size=s.max_http_buffer_size + 64 * 1024)
         self.http.listen(s.port, s.address)
@@ -149,6 +160,8 @@ class Node:
                  self.settings.shutdown_grace)
         if self.http is not None:
             self.http.stop()
+        if self.metrics_http is not None:
+            self.metrics_http.stop()
         if self.namespace is not None:
             # From here new events and connections answer UNAVAILABLE; an event under
             # way finishes, so whatever was acked is committed.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl as _ssl
 from urllib.parse import unquote, urlparse
 
 from syarah.errors import Unavailable
@@ -33,6 +34,35 @@ else:  # pragma: no cover - Python 3.10
 class CannotOpen(ValueError):
     """The store named by database_url cannot be opened at start: a setting to fix, so
     the commands report it as one (no traceback, exit 2)."""
+
+
+def tls_context(ca: str = "", cert: str = "", key: str = "",
+                verify: str = "identity") -> _ssl.SSLContext | None:
+    """The TLS settings for MariaDB as an SSLContext, or None when none is set.
+
+    The server's certificate is always verified (against ``ca``, else the system's
+    CAs); ``verify="ca"`` only skips the host-name check, for a server reached by a
+    name its certificate does not list.
+    """
+    if not (ca or cert or key):
+        return None
+    if verify not in ("identity", "ca"):
+        raise CannotOpen(f"database_ssl_verify must be identity or ca, not {verify!r}")
+    if key and not cert:
+        raise CannotOpen("database_ssl_key needs database_ssl_cert")
+    try:
+        context = _ssl.create_default_context(cafile=ca or None)
+        context.check_hostname = verify == "identity"
+        if cert:
+            context.load_cert_chain(cert, key or None)
+    except (OSError, _ssl.SSLError) as exc:
+        raise CannotOpen(f"cannot read the database TLS files: {exc}") from exc
+    return context
+
+
+def settings_tls(settings) -> _ssl.SSLContext | None:
+    return tls_context(settings.database_ssl_ca, settings.database_ssl_cert,
+                       settings.database_ssl_key, settings.database_ssl_verify)
 
 
 class Result:
@@ -72,12 +102,13 @@ class Database:
         self.in_use = 0
 
     @staticmethod
-    async def connect(url: str, pool_size: int = 10, timeout: float = 5.0) -> "Database":
+    async def connect(url: str, pool_size: int = 10, timeout: float = 5.0,
+                      ssl: _ssl.SSLContext | None = None) -> "Database":
         parsed = urlparse(url)
         if parsed.scheme == "sqlite":
             db = SqliteDatabase(_sqlite_path(url), timeout)
         elif parsed.scheme in ("mysql", "mariadb"):
-            db = MysqlDatabase(parsed, pool_size, timeout)
+            db = MysqlDatabase(parsed, pool_size, timeout, ssl)
         else:
             raise ValueError(f"unsupported database_url scheme {parsed.scheme!r}")
         try:
@@ -85,7 +116,10 @@ class Database:
         except Exception as exc:
             where = (_sqlite_path(url) if parsed.scheme == "sqlite"
                      else f"{parsed.hostname}:{parsed.port or 3306}{parsed.path}")
-            raise CannotOpen(f"cannot open the database at {where}: {exc}") from exc
+            # aiomysql reports any failure to connect as 2003 "Can't connect"; the cause
+            # (a refused certificate, a refused port) is what the operator must fix.
+            cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+            raise CannotOpen(f"cannot open the database at {where}: {exc}{cause}") from exc
         return db
 
     async def open(self):
@@ -220,8 +254,10 @@ class _MysqlTxn(Transaction):
 class MysqlDatabase(Database):
     engine = MysqlEngine()
 
-    def __init__(self, parsed, pool_size: int, timeout: float):
+    def __init__(self, parsed, pool_size: int, timeout: float,
+                 ssl: _ssl.SSLContext | None = None):
         super().__init__(timeout)
+        self.ssl = ssl
         self.params = dict(
             host=parsed.hostname or "127.0.0.1",
             port=parsed.port or 3306,
@@ -245,6 +281,9 @@ class MysqlDatabase(Database):
             # Recycle before MariaDB's wait_timeout can close an idle connection.
             pool_recycle=3600, connect_timeout=max(1, int(self.timeout)),
             init_command="SET time_zone = '+00:00'",
+            # Never offer LOAD DATA LOCAL: with it, whoever answers on the database
+            # address (a rogue or hijacked server) may ask for any file we can read.
+            local_infile=False, ssl=self.ssl,
             **self.params)
 
     async def close(self):
