@@ -131,6 +131,12 @@ class Database:
     async def _run_once(self, fn, args):
         raise NotImplementedError
 
+    async def run_exclusive(self, fn, *args, name: str, wait: float):
+        """Run ``fn(txn, *args)`` in a transaction that no other process of the
+        deployment runs at the same time (a lock ``name`` of this database, waited
+        for at most ``wait`` seconds). For what must happen once: migrations."""
+        raise NotImplementedError
+
     async def run(self, fn, *args):
         """Run ``fn(txn, *args)`` in a transaction and return what it returns."""
         for attempt in range(DEADLOCK_RETRIES):
@@ -211,14 +217,39 @@ class SqliteDatabase(Database):
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self._conn = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON",
-                       "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=5000"):
+        # busy_timeout first: switching to WAL takes a lock that another process
+        # opening the same file at the same moment may hold.
+        for pragma in ("PRAGMA busy_timeout=5000", "PRAGMA journal_mode=WAL",
+                       "PRAGMA foreign_keys=ON", "PRAGMA synchronous=NORMAL"):
             await self._conn.execute(pragma)
 
     async def close(self):
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+
+    async def run_exclusive(self, fn, *args, name: str, wait: float):
+        import sqlite3
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        async with self._lock:
+            while True:
+                try:
+                    await self._conn.execute(self.engine.begin_exclusive)
+                    break
+                except sqlite3.OperationalError as exc:
+                    # Another process holds the file (busy_timeout ran out): wait on.
+                    if not self.engine.is_deadlock(exc) or loop.time() > deadline:
+                        raise
+                    await asyncio.sleep(0.05)
+            try:
+                result = await fn(_SqliteTxn(self.engine, self._conn), *args)
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
+            return result
 
     async def _run_once(self, fn, args):
         async with self._lock:
@@ -297,6 +328,34 @@ class MysqlDatabase(Database):
                 # waiting forever; the server rolls back what it was doing.
                 pool.terminate()
                 await pool.wait_closed()
+
+    async def run_exclusive(self, fn, *args, name: str, wait: float):
+        pool = self._pool
+        conn = await pool.acquire()
+        try:
+            async with conn.cursor() as cur:
+                sql, params = self.engine.named_lock(name, int(wait))
+                await cur.execute(self.engine.convert(sql), params)
+                (held,) = await cur.fetchone()
+                if held != 1:
+                    raise RuntimeError(f"another process held the lock {name!r} of this "
+                                       f"database for {wait:.0f}s; try again later")
+                try:
+                    result = await fn(_MysqlTxn(self.engine, cur), *args)
+                    await conn.commit()
+                    return result
+                except BaseException:
+                    await conn.rollback()
+                    raise
+                finally:
+                    # The lock belongs to the session: a lost connection frees it too.
+                    sql, params = self.engine.named_unlock(name)
+                    await cur.execute(self.engine.convert(sql), params)
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            pool.release(conn)
 
     async def _run_once(self, fn, args):
         pool = self._pool
