@@ -243,26 +243,24 @@ class SqliteDatabase(Database):
                     if not self.engine.is_deadlock(exc) or loop.time() > deadline:
                         raise
                     await asyncio.sleep(0.05)
-            try:
-                result = await fn(_SqliteTxn(self.engine, self._conn), *args)
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
-            await self._conn.execute("COMMIT")
-            return result
+            return await self._begun(fn, args)
+
+    async def _begun(self, fn, args):
+        """Run fn in the transaction just begun, then commit it (or roll it back)."""
+        try:
+            result = await fn(_SqliteTxn(self.engine, self._conn), *args)
+        except BaseException:
+            await self._conn.execute("ROLLBACK")
+            raise
+        await self._conn.execute("COMMIT")
+        return result
 
     async def _run_once(self, fn, args):
         async with self._lock:
             self.in_use = 1
             try:
                 await self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = await fn(_SqliteTxn(self.engine, self._conn), *args)
-                except BaseException:
-                    await self._conn.execute("ROLLBACK")
-                    raise
-                await self._conn.execute("COMMIT")
-                return result
+                return await self._begun(fn, args)
             finally:
                 self.in_use = 0
 
