@@ -166,9 +166,11 @@ class Node:
             # From here new events and connections answer UNAVAILABLE; an event under
             # way finishes, so whatever was acked is committed.
             drained = await self.namespace.drain(left())
-            await self._step("disconnecting sockets", self._close_sockets(),
-                             min(left(), SOCKET_FLUSH_SECONDS))
+            await self._close_sockets(left)
             await self._step("stopping Socket.IO", self.sio.shutdown(), left())
+            # Disconnects that clients began themselves may still be under way: the
+            # store stays open until they are done.
+            drained = await self.namespace.drain(left()) and drained
             if drained:
                 log.info("every in-flight event finished")
         push = getattr(getattr(self, "services", None), "push", None)
@@ -187,19 +189,40 @@ class Node:
             await self._step("closing the store", self.store.close(), left())
         log.info("stopped")
 
-    async def _close_sockets(self):
+    async def _close_sockets(self, left):
         # An Engine.IO close (not a Socket.IO disconnect) tells clients the transport
         # went away, so socket.io-client reconnects, to this node's successor.
-        # A WebSocket close first flushes what is queued for it, acks included; a
-        # polling client between two polls cannot be flushed to, so it is not waited
-        # for (it would hold the shutdown for the whole grace period).
+        # The close runs the disconnect handler (presence, through the store), which
+        # may take the whole grace period when the store is slow; then a WebSocket's
+        # queue, acks included, is flushed for a few seconds at most. A polling client
+        # between two polls cannot be flushed to, so it is not waited for.
         eio = self.sio.eio
         sockets = list(eio.sockets.values())
-        if sockets:
-            await asyncio.wait([
-                asyncio.ensure_future(s.close(wait=s.upgraded,
-                                              reason=eio.reason.SERVER_DISCONNECT))
-                for s in sockets])
+        closes = [asyncio.ensure_future(s.close(wait=False,
+                                                reason=eio.reason.SERVER_DISCONNECT))
+                  for s in sockets]
+        late = await self._within_or_cancel(closes, left())
+        if late:
+            log.warning("shutdown: %d disconnects did not finish within the grace period",
+                        late)
+        flushes = [asyncio.ensure_future(s.queue.join()) for s in sockets if s.upgraded]
+        late = await self._within_or_cancel(flushes, min(left(), SOCKET_FLUSH_SECONDS))
+        if late:
+            log.info("shutdown: %d WebSocket clients did not read their last packets "
+                     "within %.0fs", late, SOCKET_FLUSH_SECONDS)
+
+    @staticmethod
+    async def _within_or_cancel(tasks, timeout: float) -> int:
+        """Wait for tasks; cancel those still running after timeout (nothing may run
+        on once the store is closed). Returns how many were cancelled."""
+        if not tasks:
+            return 0
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        return len(pending)
 
     @staticmethod
     async def _step(what: str, coro, timeout: float):

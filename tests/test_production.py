@@ -13,6 +13,7 @@ import subprocess
 import sys
 import urllib.request
 import uuid
+from urllib.parse import urlparse
 
 import pytest
 import socketio
@@ -676,3 +677,98 @@ async def test_mariadb_over_tls_verifies_the_server(tls_mariadb, tmp_path, make_
     assert "cannot open the database" in refused.stderr
     assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr or "certificate" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+# --- shutdown order: sockets first, then the store --------------------------------
+
+SHUTDOWN_ERRORS = ("Cannot operate on a closed database", "took longer than the grace period",
+                   "not completed", "not announced", "failed", "Traceback")
+
+
+class StoreHeld:
+    """Keeps the server's queries for who hears a user's presence waiting: on SQLite
+    the write lock of the file, on MariaDB a table lock, from a connection of the
+    test's own."""
+
+    def __init__(self, database_url: str):
+        self.url = database_url
+
+    def __enter__(self):
+        u = urlparse(self.url)
+        if u.scheme == "sqlite":
+            import sqlite3
+            self.conn = sqlite3.connect(u.path[1:] if u.path.startswith("//") else u.path,
+                                        isolation_level=None, check_same_thread=False)
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.release_sql = "COMMIT"
+        else:
+            import pymysql
+            self.conn = pymysql.connect(host=u.hostname, port=u.port or 3306,
+                                        user=u.username or "root", password=u.password or "",
+                                        database=u.path.lstrip("/"))
+            self.conn.cursor().execute("LOCK TABLES friendships WRITE")
+            self.release_sql = "UNLOCK TABLES"
+        return self
+
+    def release(self):
+        if self.conn is not None:
+            self.conn.cursor().execute(self.release_sql)
+            self.conn.close()
+            self.conn = None
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+# Longer than a WebSocket's flush at shutdown (3 s), shorter than the store's wait.
+STORE_HELD_SECONDS = 3.5
+
+
+async def test_sigterm_closes_sockets_before_the_store(store_kind, make_server):
+    from test_scaleout import REDIS_URL, redis_available
+
+    if not redis_available():
+        if IN_CI:
+            pytest.fail(f"Redis is required in CI but unreachable at {REDIS_URL}")
+        pytest.skip(f"Redis not reachable at {REDIS_URL}")
+    prefix = "syarah-test-" + uuid.uuid4().hex[:8]
+    deployment = (f"--redis-url={REDIS_URL}", f"--redis-prefix={prefix}", "--presence-ttl=30")
+    leaving = make_server(store_kind, *deployment)
+    staying = make_server(store_kind, *deployment, database_url=leaving.database_url)
+    watcher = User(staying, "Watcher")
+    users = [User(leaving, f"U{i}") for i in range(24)]
+    await register(watcher, *users)
+    w = await watcher.connect()
+    opened = [w]
+    try:
+        for i, u in enumerate(users):
+            # Half on WebSocket, half long-polling: both kinds are closed at shutdown.
+            c = await u.connect(transports=("websocket",) if i % 2 else ("polling",))
+            opened.append(c)
+            await dm(c, watcher)  # a chat partner: hears this user's clientStatus
+        await w.settle(0.3)
+        w.events.pop("clientStatus", None)
+
+        # A busy store: every disconnect waits for it. Half the users say goodbye
+        # themselves just before the signal, so their disconnects are under way when
+        # the shutdown begins; the others are disconnected by the shutdown.
+        with StoreHeld(leaving.database_url) as held:
+            closing = [asyncio.create_task(c.close()) for c in opened[1::2]]
+            await asyncio.sleep(0.3)
+            leaving.proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(STORE_HELD_SECONDS)
+            held.release()
+        assert await asyncio.to_thread(leaving.proc.wait, 30) == 0, leaving.log()[-5000:]
+        await asyncio.gather(*closing, return_exceptions=True)
+
+        # Each user's going offline was announced across the deployment, which needs
+        # the store (the user's partners) after the sockets closed.
+        gone = await w.wait_for("clientStatus", len(users), timeout=10)
+        assert {s["userId"] for s in gone if not s["activeNow"]} == {u.id for u in users}
+        log = leaving.log()
+        assert "stopped" in log
+        assert not [e for e in SHUTDOWN_ERRORS if e in log], [
+            line for line in log.splitlines() if any(e in line for e in SHUTDOWN_ERRORS)]
+    finally:
+        for c in opened:
+            await c.close()
