@@ -29,6 +29,8 @@ def _storable(text: str) -> str:
 
 NAME_CLAIMS = ("name", "unique_name", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name")
 LEEWAY_SECONDS = 30
+# HS256 keys shorter than its 256-bit output make the secret the weak point.
+MIN_SECRET_BYTES = 32
 # Enough for every token of a busy node's active users; evicted oldest first.
 CACHE_SIZE = 50_000
 
@@ -59,6 +61,11 @@ class TokenVerifier:
         symmetric = [a for a in algorithms if a.startswith("HS")]
         if symmetric and not secret:
             raise ValueError("jwt_secret is required for " + ", ".join(symmetric))
+        if symmetric and len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"jwt_secret is {len(secret.encode())} bytes; {', '.join(symmetric)} "
+                f"needs at least {MIN_SECRET_BYTES} bytes (a shorter key can be "
+                "guessed offline from any one token)")
         if len(symmetric) != len(algorithms) and not public_key:
             raise ValueError("jwt_public_key_file is required for asymmetric algorithms")
         self.secret, self.public_key = secret, public_key

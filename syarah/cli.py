@@ -9,6 +9,7 @@ import uuid
 
 from syarah import auth, logs, options
 from syarah.store import Database
+from syarah.store.database import settings_tls
 from syarah.store.migrations import current_version, migrate
 
 
@@ -23,7 +24,8 @@ def migrate_main(argv: list[str] | None = None) -> int:
 
     async def run():
         db = await Database.connect(settings.effective_database_url, pool_size=1,
-                                    timeout=max(settings.db_timeout, 60))
+                                    timeout=max(settings.db_timeout, 60),
+                                    ssl=settings_tls(settings))
         try:
             applied = await migrate(db)
             version = await current_version(db)

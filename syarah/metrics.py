@@ -7,6 +7,8 @@ the same endpoint without being wired through this module.
 
 from __future__ import annotations
 
+import hmac
+
 import prometheus_client
 import tornado.web
 from prometheus_client import Counter, Gauge, Histogram
@@ -68,10 +70,25 @@ def render() -> tuple[bytes, str]:
 
 class MetricsHandler(tornado.web.RequestHandler):
     """``GET /metrics`` in the Prometheus text format. It says how busy the node is,
-    nothing about users; still, keep it off the public side of the reverse proxy."""
+    nothing about users; still, keep it off the public side of the reverse proxy, or
+    behind ``metrics_token``, or on a listener of its own (``metrics_port``)."""
+
+    def initialize(self, token: str = ""):
+        self.token = token
 
     def get(self):
+        if self.token and not self._authorized():
+            self.set_status(401)
+            self.set_header("WWW-Authenticate", 'Bearer realm="metrics"')
+            self.finish("a bearer token is required for /metrics\n")
+            return
         body, content_type = render()
         self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "no-store")
         self.finish(body)
+
+    def _authorized(self) -> bool:
+        scheme, _, given = self.request.headers.get("Authorization", "").partition(" ")
+        # Constant-time: the comparison's duration says nothing about the token.
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), self.token.encode())

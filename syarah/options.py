@@ -27,6 +27,13 @@ _DEFS = [
     ("db_timeout", 5.0, float,
      "seconds a database call may take before the event answers UNAVAILABLE"),
     ("migrate_on_start", True, bool, "apply schema migrations when the server starts"),
+    ("database_ssl_ca", "", str,
+     "PEM CA bundle to verify MariaDB's certificate; any database_ssl_* turns TLS on"),
+    ("database_ssl_cert", "", str, "PEM client certificate for MariaDB (with the key)"),
+    ("database_ssl_key", "", str, "PEM private key of database_ssl_cert"),
+    ("database_ssl_verify", "identity", str,
+     "identity: the CA and the host name; ca: the CA only (a host name not in the "
+     "certificate)"),
     ("upload_dir", "data/uploads", str, "folder where uploaded media is stored"),
     ("upload_max_video_mb", 500, int, "largest video upload (messageType 4), in MiB"),
     ("upload_max_audio_mb", 50, int, "largest audio upload (messageType 1), in MiB"),
@@ -94,6 +101,11 @@ _DEFS = [
     ("xheaders", False, bool, "trust X-Real-Ip / X-Forwarded-For from a reverse proxy"),
     ("log_socketio", False, bool,
      "log every Socket.IO and Engine.IO packet at debug (tokens are still redacted)"),
+    ("metrics_token", "", str,
+     "bearer token GET /metrics requires (empty: none; keep it off the public side)"),
+    ("metrics_port", 0, int,
+     "serve /metrics on this port of its own instead of the main one (0: main port)"),
+    ("metrics_address", "127.0.0.1", str, "address of the metrics_port listener"),
     # Rates are COUNT/SECONDS token buckets (a burst of COUNT, then COUNT per SECONDS);
     # empty or 0 turns one off. Addresses are shared behind NAT, hence higher rates.
     ("rate_create_message_user", "30/10", str, "createMessage per user"),
@@ -131,6 +143,10 @@ class Settings:
     db_pool_size: int
     db_timeout: float
     migrate_on_start: bool
+    database_ssl_ca: str
+    database_ssl_cert: str
+    database_ssl_key: str
+    database_ssl_verify: str
     upload_dir: str
     upload_max_video_mb: int
     upload_max_audio_mb: int
@@ -171,6 +187,9 @@ class Settings:
     log_level: str
     xheaders: bool
     log_socketio: bool
+    metrics_token: str
+    metrics_port: int
+    metrics_address: str
     rate_create_message_user: str
     rate_create_message_address: str
     rate_room_typing_user: str

@@ -9,6 +9,7 @@ import sys
 
 import engineio.payload
 import tornado.httpserver
+import tornado.web
 
 from syarah import jsonlib, logs, metrics, options, paths
 from syarah.app import make_app
@@ -21,6 +22,7 @@ from syarah.push import make_push
 from syarah.ratelimit import Limits
 from syarah.sockets import LocalManager
 from syarah.store import open_store
+from syarah.store.database import settings_tls
 
 log = logging.getLogger("syarah.server")
 
@@ -81,6 +83,7 @@ class Node:
         self.http = None
         self.namespace = None
         self.media = None
+        self.metrics_http = None
         self.stopping = asyncio.Event()
 
     async def start(self):
@@ -88,7 +91,7 @@ class Node:
         verifier = make_verifier(s)
         self.store = await open_store(
             s.effective_database_url, pool_size=s.db_pool_size, timeout=s.db_timeout,
-            run_migrations=s.migrate_on_start)
+            run_migrations=s.migrate_on_start, ssl=settings_tls(s))
         self.presence, manager = await self._scale_out()
         sio = make_socketio(s, manager)
         services = Services(
@@ -107,7 +110,15 @@ class Node:
         sio.register_namespace(self.namespace)
         self.sio = sio
         metrics.watch(self.namespace, self.store.db)
-        app = make_app(services, sio, extra_routes=[(r"/metrics", metrics.MetricsHandler)])
+        metrics_route = (r"/metrics", metrics.MetricsHandler, {"token": s.metrics_token})
+        if s.metrics_port:
+            # A listener of its own, reachable only where metrics_address is.
+            self.metrics_http = tornado.httpserver.HTTPServer(
+                tornado.web.Application([metrics_route]))
+            self.metrics_http.listen(s.metrics_port, s.metrics_address)
+            log.info("metrics on %s:%d", s.metrics_address, s.metrics_port)
+        app = make_app(services, sio,
+                       extra_routes=[] if s.metrics_port else [metrics_route])
         self.http = tornado.httpserver.HTTPServer(
             app, xheaders=s.xheaders, max_body_size=s.max_http_buffer_size + 64 * 1024,
             idle_connection_timeout=s.http_idle_timeout, body_timeout=s.http_body_timeout)
@@ -150,13 +161,17 @@ class Node:
                  self.settings.shutdown_grace)
         if self.http is not None:
             self.http.stop()
+        if self.metrics_http is not None:
+            self.metrics_http.stop()
         if self.namespace is not None:
             # From here new events and connections answer UNAVAILABLE; an event under
             # way finishes, so whatever was acked is committed.
             drained = await self.namespace.drain(left())
-            await self._step("disconnecting sockets", self._close_sockets(),
-                             min(left(), SOCKET_FLUSH_SECONDS))
+            await self._close_sockets(left)
             await self._step("stopping Socket.IO", self.sio.shutdown(), left())
+            # Disconnects that clients began themselves may still be under way: the
+            # store stays open until they are done.
+            drained = await self.namespace.drain(left()) and drained
             if drained:
                 log.info("every in-flight event finished")
         push = getattr(getattr(self, "services", None), "push", None)
@@ -175,19 +190,40 @@ class Node:
             await self._step("closing the store", self.store.close(), left())
         log.info("stopped")
 
-    async def _close_sockets(self):
+    async def _close_sockets(self, left):
         # An Engine.IO close (not a Socket.IO disconnect) tells clients the transport
         # went away, so socket.io-client reconnects, to this node's successor.
-        # A WebSocket close first flushes what is queued for it, acks included; a
-        # polling client between two polls cannot be flushed to, so it is not waited
-        # for (it would hold the shutdown for the whole grace period).
+        # The close runs the disconnect handler (presence, through the store), which
+        # may take the whole grace period when the store is slow; then a WebSocket's
+        # queue, acks included, is flushed for a few seconds at most. A polling client
+        # between two polls cannot be flushed to, so it is not waited for.
         eio = self.sio.eio
         sockets = list(eio.sockets.values())
-        if sockets:
-            await asyncio.wait([
-                asyncio.ensure_future(s.close(wait=s.upgraded,
-                                              reason=eio.reason.SERVER_DISCONNECT))
-                for s in sockets])
+        closes = [asyncio.ensure_future(s.close(wait=False,
+                                                reason=eio.reason.SERVER_DISCONNECT))
+                  for s in sockets]
+        late = await self._within_or_cancel(closes, left())
+        if late:
+            log.warning("shutdown: %d disconnects did not finish within the grace period",
+                        late)
+        flushes = [asyncio.ensure_future(s.queue.join()) for s in sockets if s.upgraded]
+        late = await self._within_or_cancel(flushes, min(left(), SOCKET_FLUSH_SECONDS))
+        if late:
+            log.info("shutdown: %d WebSocket clients did not read their last packets "
+                     "within %.0fs", late, SOCKET_FLUSH_SECONDS)
+
+    @staticmethod
+    async def _within_or_cancel(tasks, timeout: float) -> int:
+        """Wait for tasks; cancel those still running after timeout (nothing may run
+        on once the store is closed). Returns how many were cancelled."""
+        if not tasks:
+            return 0
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        return len(pending)
 
     @staticmethod
     async def _step(what: str, coro, timeout: float):

@@ -106,3 +106,34 @@ def test_mint_token_uses_the_config_secret_and_refuses_without_one():
                             capture_output=True, text=True, timeout=30, cwd=ROOT,
                             env={k: v for k, v in os.environ.items() if not k.startswith("SYARAH_")})
     assert result.returncode == 2 and "jwt_secret" in result.stderr and not result.stdout
+
+
+async def test_nodes_started_together_on_an_empty_database_all_come_up(fresh_database):
+    import asyncio
+
+    from syarah.store.database import Database
+    from syarah.store.migrations import current_version
+
+    nodes = [ServerProcess(fresh_database) for _ in range(3)]
+    try:
+        # All at once: each sees the empty database before any has migrated it.
+        results = await asyncio.gather(*(asyncio.to_thread(n.start, 60) for n in nodes),
+                                       return_exceptions=True)
+        failed = [str(r)[-1500:] for r in results if isinstance(r, BaseException)]
+        assert not failed, failed
+        for n in nodes:
+            assert n.proc.poll() is None
+            assert "already exists" not in n.log() and "Traceback" not in n.log()
+        db = await Database.connect(fresh_database, pool_size=1)
+        try:
+            assert await current_version(db) == available()[-1][0]
+            rows = await db.fetchall("SELECT version FROM schema_version ORDER BY version")
+            assert [r[0] for r in rows] == [v for v, _, _ in available()]
+        finally:
+            await db.close()
+        applied = sum(n.log().count("applying migration") for n in nodes)
+        assert applied == len(available()), applied
+    finally:
+        for n in nodes:
+            if n.proc is not None:
+                assert n.stop() == 0, n.log()

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import urllib.request
 import uuid
+from urllib.parse import urlparse
 
 import pytest
 import socketio
@@ -486,3 +487,288 @@ async def test_tokenless_sockets_cannot_crowd_out_the_real_user(limited, clients
     # Ann, with her token, still connects: the tokenless ones are not hers.
     mine = await connect_from(clients, ann, fake_address())
     assert (await mine.call("getMyChats", {})) == []
+
+
+# --- hardening: dependencies, store connections, secrets, /metrics --------------------
+
+def test_dependency_floors_exclude_versions_with_advisories():
+    import configparser
+
+    from packaging.requirements import Requirement
+
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(ROOT, "setup.cfg"))
+    wanted = {}
+    for line in cfg["options"]["install_requires"].strip().splitlines():
+        req = Requirement(line.strip())
+        wanted[req.name.lower()] = req.specifier
+    # aiomysql 0.2.0 lets a rogue database server read local files through LOCAL
+    # INFILE; orjson releases before 3.11.6 carry a published advisory as well.
+    for name, bad, good in (("aiomysql", "0.2.0", "0.3.2"), ("orjson", "3.11.5", "3.11.6"),
+                            ("orjson", "3.10.18", "3.13.0")):
+        assert not wanted[name].contains(bad), (name, str(wanted[name]))
+        assert wanted[name].contains(good), (name, str(wanted[name]))
+
+
+async def test_pool_connections_never_offer_local_infile():
+    from pymysql.constants import CLIENT
+
+    from syarah.store.database import Database
+
+    url, cleanup = new_database_url("mysql")
+    db = await Database.connect(url, pool_size=2, timeout=5)
+    try:
+        pool = db._pool
+        conns = [await pool.acquire() for _ in range(2)]
+        try:
+            flags = [c.client_flag for c in conns]
+            assert all(f & CLIENT.CAPABILITIES for f in flags), flags
+            assert not any(f & CLIENT.LOCAL_FILES for f in flags), flags
+            assert not any(c._local_infile for c in conns)
+        finally:
+            for c in conns:
+                pool.release(c)
+    finally:
+        await db.close()
+        cleanup()
+
+
+def test_short_hs256_secret_is_refused_at_start():
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bin", "syarah-server"), "--jwt-secret=abcdef",
+         "--port=0", "--address=127.0.0.1", "--database-url=sqlite:///:memory:"],
+        capture_output=True, text=True, timeout=30, cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT))
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "jwt_secret" in result.stderr and "at least 32 bytes" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_production_sample_names_issuer_and_audience():
+    prod = options.load([f"--config={ROOT}/conf/production.conf"], {})
+    assert prod.jwt_issuer and prod.jwt_audience
+    with open(os.path.join(ROOT, "conf", "production.conf")) as f:
+        lines = [line for line in f if line.startswith(("jwt_issuer", "jwt_audience"))]
+    assert len(lines) == 2 and all("#" in line for line in lines), lines
+
+
+async def test_metrics_behind_a_token(make_server):
+    srv = make_server("sqlite", "--metrics-token=scrape-token-0123456789")
+    assert raw_get(srv, "/metrics")[0] == 401
+    assert raw_get(srv, "/metrics", {"Authorization": "Bearer wrong"})[0] == 401
+    status, headers, body = raw_get(srv, "/metrics",
+                                    {"Authorization": "Bearer scrape-token-0123456789"})
+    assert status == 200 and b"syarah_connected_sockets" in body
+    # Health checks stay open: the load balancer has no token.
+    assert raw_get(srv, "/healthz")[0] == 200
+
+
+async def test_metrics_on_a_listener_of_their_own(make_server):
+    from conftest import free_port
+
+    port = free_port()
+    srv = make_server("sqlite", f"--metrics-port={port}", "--metrics-address=127.0.0.1")
+    # Not on the public port any more...
+    assert raw_get(srv, "/metrics")[0] == 404
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        assert r.status == 200 and b"syarah_connected_sockets" in r.read()
+
+
+def make_tls_files(folder, name: str = "ca") -> dict:
+    """A CA and a server certificate for 127.0.0.1 signed by it, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    day = datetime.timedelta(days=1)
+
+    def write(filename, data):
+        path = os.path.join(folder, filename)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def pem_key(key):
+        return key.private_bytes(serialization.Encoding.PEM,
+                                 serialization.PrivateFormat.TraditionalOpenSSL,
+                                 serialization.NoEncryption())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Syarah test {name}")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - day).not_valid_after(now + day)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(
+              digital_signature=True, key_cert_sign=True, crl_sign=True,
+              content_commitment=False, key_encipherment=False, data_encipherment=False,
+              key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                         critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - day).not_valid_after(now + day)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return {
+        "ca": write(f"{name}.pem", ca.public_bytes(serialization.Encoding.PEM)),
+        "cert": write(f"{name}-server.pem", cert.public_bytes(serialization.Encoding.PEM)),
+        "key": write(f"{name}-server-key.pem", pem_key(key)),
+    }
+
+
+@pytest.fixture
+def tls_mariadb(tmp_path):
+    from own_mariadb import OwnMariadb, available
+
+    if not available():
+        if IN_CI:
+            pytest.fail("mariadbd and mariadb-install-db are required in CI")
+        pytest.skip("mariadbd is not installed")
+    files = make_tls_files(str(tmp_path))
+    db = OwnMariadb(f"--ssl-ca={files['ca']}", f"--ssl-cert={files['cert']}",
+                    f"--ssl-key={files['key']}", "--require-secure-transport=ON")
+    try:
+        db.start()
+        yield db, files, db.create_database()
+    finally:
+        db.stop()
+
+
+async def test_mariadb_over_tls_verifies_the_server(tls_mariadb, tmp_path, make_server):
+    from syarah.store.database import Database, tls_context
+
+    mdb, files, url = tls_mariadb
+    # The server requires TLS: a plain connection is refused.
+    with pytest.raises(Exception, match="cannot open the database"):
+        await Database.connect(url, pool_size=1, timeout=3)
+    db = await Database.connect(url, pool_size=1, timeout=3,
+                                ssl=tls_context(ca=files["ca"]))
+    try:
+        (_, cipher), = await db.fetchall("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        assert cipher, "the session is not encrypted"
+    finally:
+        await db.close()
+
+    srv = make_server("mysql", f"--database-ssl-ca={files['ca']}", database_url=url)
+    assert http_json(srv, "GET", "/readyz")[0] == 200
+
+    # A CA that did not sign the server's certificate: refused, said so, exit 2.
+    other = make_tls_files(str(tmp_path), name="other-ca")
+    refused = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bin", "syarah-server"), f"--jwt-secret={SECRET}",
+         "--port=0", "--address=127.0.0.1", f"--database-url={url}", "--db-timeout=3",
+         f"--database-ssl-ca={other['ca']}"],
+        capture_output=True, text=True, timeout=60, cwd=str(tmp_path),
+        env=dict(os.environ, PYTHONPATH=ROOT))
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "cannot open the database" in refused.stderr
+    assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr or "certificate" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+# --- shutdown order: sockets first, then the store --------------------------------
+
+SHUTDOWN_ERRORS = ("Cannot operate on a closed database", "took longer than the grace period",
+                   "not completed", "not announced", "failed", "Traceback")
+
+
+class StoreHeld:
+    """Keeps the server's queries for who hears a user's presence waiting: on SQLite
+    the write lock of the file, on MariaDB a table lock, from a connection of the
+    test's own."""
+
+    def __init__(self, database_url: str):
+        self.url = database_url
+
+    def __enter__(self):
+        u = urlparse(self.url)
+        if u.scheme == "sqlite":
+            import sqlite3
+            self.conn = sqlite3.connect(u.path[1:] if u.path.startswith("//") else u.path,
+                                        isolation_level=None, check_same_thread=False)
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.release_sql = "COMMIT"
+        else:
+            import pymysql
+            self.conn = pymysql.connect(host=u.hostname, port=u.port or 3306,
+                                        user=u.username or "root", password=u.password or "",
+                                        database=u.path.lstrip("/"))
+            self.conn.cursor().execute("LOCK TABLES friendships WRITE")
+            self.release_sql = "UNLOCK TABLES"
+        return self
+
+    def release(self):
+        if self.conn is not None:
+            self.conn.cursor().execute(self.release_sql)
+            self.conn.close()
+            self.conn = None
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+# Longer than a WebSocket's flush at shutdown (3 s), shorter than the store's wait.
+STORE_HELD_SECONDS = 3.5
+
+
+async def test_sigterm_closes_sockets_before_the_store(store_kind, make_server):
+    from test_scaleout import REDIS_URL, redis_available
+
+    if not redis_available():
+        if IN_CI:
+            pytest.fail(f"Redis is required in CI but unreachable at {REDIS_URL}")
+        pytest.skip(f"Redis not reachable at {REDIS_URL}")
+    prefix = "syarah-test-" + uuid.uuid4().hex[:8]
+    deployment = (f"--redis-url={REDIS_URL}", f"--redis-prefix={prefix}", "--presence-ttl=30")
+    leaving = make_server(store_kind, *deployment)
+    staying = make_server(store_kind, *deployment, database_url=leaving.database_url)
+    watcher = User(staying, "Watcher")
+    users = [User(leaving, f"U{i}") for i in range(24)]
+    await register(watcher, *users)
+    w = await watcher.connect()
+    opened = [w]
+    try:
+        for i, u in enumerate(users):
+            # Half on WebSocket, half long-polling: both kinds are closed at shutdown.
+            c = await u.connect(transports=("websocket",) if i % 2 else ("polling",))
+            opened.append(c)
+            await dm(c, watcher)  # a chat partner: hears this user's clientStatus
+        await w.settle(0.3)
+        w.events.pop("clientStatus", None)
+
+        # A busy store: every disconnect waits for it. Half the users say goodbye
+        # themselves just before the signal, so their disconnects are under way when
+        # the shutdown begins; the others are disconnected by the shutdown.
+        with StoreHeld(leaving.database_url) as held:
+            closing = [asyncio.create_task(c.close()) for c in opened[1::2]]
+            await asyncio.sleep(0.3)
+            leaving.proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(STORE_HELD_SECONDS)
+            held.release()
+        assert await asyncio.to_thread(leaving.proc.wait, 30) == 0, leaving.log()[-5000:]
+        await asyncio.gather(*closing, return_exceptions=True)
+
+        # Each user's going offline was announced across the deployment, which needs
+        # the store (the user's partners) after the sockets closed.
+        gone = await w.wait_for("clientStatus", len(users), timeout=10)
+        assert {s["userId"] for s in gone if not s["activeNow"]} == {u.id for u in users}
+        log = leaving.log()
+        assert "stopped" in log
+        assert not [e for e in SHUTDOWN_ERRORS if e in log], [
+            line for line in log.splitlines() if any(e in line for e in SHUTDOWN_ERRORS)]
+    finally:
+        for c in opened:
+            await c.close()

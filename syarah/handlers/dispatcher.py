@@ -113,10 +113,12 @@ class ChatNamespace(socketio.AsyncNamespace):
             return False
 
     async def trigger_event(self, event, *args):
+        # Connects and disconnects use the store too: counted as work under way, so
+        # a shutdown waits for them before it closes the store.
         if event == "connect":
-            return await self.on_connect(*args)
+            return await self._counted(self.on_connect(*args))
         if event == "disconnect":
-            return await self.on_disconnect(*args[:2])
+            return await self._counted(self.on_disconnect(*args[:2]))
         return await self.dispatch(event, args[0], args[1:])
 
     async def on_connect(self, sid, environ, auth=None):
@@ -209,11 +211,14 @@ class ChatNamespace(socketio.AsyncNamespace):
             log.debug("long poll of %s not released", sid, exc_info=True)
 
     async def dispatch(self, event: str, sid: str, args: tuple):
-        started = time.perf_counter()
+        return await self._counted(
+            self._dispatch(event, sid, args, time.perf_counter()))
+
+    async def _counted(self, work):
         self.in_flight += 1
         self._idle.clear()
         try:
-            return await self._dispatch(event, sid, args, started)
+            return await work
         finally:
             self.in_flight -= 1
             if not self.in_flight:

@@ -30,8 +30,8 @@ class DataStore(UserStore, ChatStore, MessageStore, FriendshipStore, PushStore,
 
 
 async def open_store(url: str, *, pool_size: int = 10, timeout: float = 5.0,
-                     run_migrations: bool = True) -> DataStore:
-    db = await Database.connect(url, pool_size=pool_size, timeout=timeout)
+                     run_migrations: bool = True, ssl=None) -> DataStore:
+    db = await Database.connect(url, pool_size=pool_size, timeout=timeout, ssl=ssl)
     if run_migrations:
         await migrate(db)
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl as _ssl
 from urllib.parse import unquote, urlparse
 
 from syarah.errors import Unavailable
@@ -33,6 +34,35 @@ else:  # pragma: no cover - Python 3.10
 class CannotOpen(ValueError):
     """The store named by database_url cannot be opened at start: a setting to fix, so
     the commands report it as one (no traceback, exit 2)."""
+
+
+def tls_context(ca: str = "", cert: str = "", key: str = "",
+                verify: str = "identity") -> _ssl.SSLContext | None:
+    """The TLS settings for MariaDB as an SSLContext, or None when none is set.
+
+    The server's certificate is always verified (against ``ca``, else the system's
+    CAs); ``verify="ca"`` only skips the host-name check, for a server reached by a
+    name its certificate does not list.
+    """
+    if not (ca or cert or key):
+        return None
+    if verify not in ("identity", "ca"):
+        raise CannotOpen(f"database_ssl_verify must be identity or ca, not {verify!r}")
+    if key and not cert:
+        raise CannotOpen("database_ssl_key needs database_ssl_cert")
+    try:
+        context = _ssl.create_default_context(cafile=ca or None)
+        context.check_hostname = verify == "identity"
+        if cert:
+            context.load_cert_chain(cert, key or None)
+    except (OSError, _ssl.SSLError) as exc:
+        raise CannotOpen(f"cannot read the database TLS files: {exc}") from exc
+    return context
+
+
+def settings_tls(settings) -> _ssl.SSLContext | None:
+    return tls_context(settings.database_ssl_ca, settings.database_ssl_cert,
+                       settings.database_ssl_key, settings.database_ssl_verify)
 
 
 class Result:
@@ -72,12 +102,13 @@ class Database:
         self.in_use = 0
 
     @staticmethod
-    async def connect(url: str, pool_size: int = 10, timeout: float = 5.0) -> "Database":
+    async def connect(url: str, pool_size: int = 10, timeout: float = 5.0,
+                      ssl: _ssl.SSLContext | None = None) -> "Database":
         parsed = urlparse(url)
         if parsed.scheme == "sqlite":
             db = SqliteDatabase(_sqlite_path(url), timeout)
         elif parsed.scheme in ("mysql", "mariadb"):
-            db = MysqlDatabase(parsed, pool_size, timeout)
+            db = MysqlDatabase(parsed, pool_size, timeout, ssl)
         else:
             raise ValueError(f"unsupported database_url scheme {parsed.scheme!r}")
         try:
@@ -85,7 +116,10 @@ class Database:
         except Exception as exc:
             where = (_sqlite_path(url) if parsed.scheme == "sqlite"
                      else f"{parsed.hostname}:{parsed.port or 3306}{parsed.path}")
-            raise CannotOpen(f"cannot open the database at {where}: {exc}") from exc
+            # aiomysql reports any failure to connect as 2003 "Can't connect"; the cause
+            # (a refused certificate, a refused port) is what the operator must fix.
+            cause = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+            raise CannotOpen(f"cannot open the database at {where}: {exc}{cause}") from exc
         return db
 
     async def open(self):
@@ -95,6 +129,12 @@ class Database:
         raise NotImplementedError
 
     async def _run_once(self, fn, args):
+        raise NotImplementedError
+
+    async def run_exclusive(self, fn, *args, name: str, wait: float):
+        """Run ``fn(txn, *args)`` in a transaction that no other process of the
+        deployment runs at the same time (a lock ``name`` of this database, waited
+        for at most ``wait`` seconds). For what must happen once: migrations."""
         raise NotImplementedError
 
     async def run(self, fn, *args):
@@ -177,8 +217,10 @@ class SqliteDatabase(Database):
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self._conn = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON",
-                       "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=5000"):
+        # busy_timeout first: switching to WAL takes a lock that another process
+        # opening the same file at the same moment may hold.
+        for pragma in ("PRAGMA busy_timeout=5000", "PRAGMA journal_mode=WAL",
+                       "PRAGMA foreign_keys=ON", "PRAGMA synchronous=NORMAL"):
             await self._conn.execute(pragma)
 
     async def close(self):
@@ -186,18 +228,39 @@ class SqliteDatabase(Database):
             await self._conn.close()
             self._conn = None
 
+    async def run_exclusive(self, fn, *args, name: str, wait: float):
+        import sqlite3
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        async with self._lock:
+            while True:
+                try:
+                    await self._conn.execute(self.engine.begin_exclusive)
+                    break
+                except sqlite3.OperationalError as exc:
+                    # Another process holds the file (busy_timeout ran out): wait on.
+                    if not self.engine.is_deadlock(exc) or loop.time() > deadline:
+                        raise
+                    await asyncio.sleep(0.05)
+            return await self._begun(fn, args)
+
+    async def _begun(self, fn, args):
+        """Run fn in the transaction just begun, then commit it (or roll it back)."""
+        try:
+            result = await fn(_SqliteTxn(self.engine, self._conn), *args)
+        except BaseException:
+            await self._conn.execute("ROLLBACK")
+            raise
+        await self._conn.execute("COMMIT")
+        return result
+
     async def _run_once(self, fn, args):
         async with self._lock:
             self.in_use = 1
             try:
                 await self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = await fn(_SqliteTxn(self.engine, self._conn), *args)
-                except BaseException:
-                    await self._conn.execute("ROLLBACK")
-                    raise
-                await self._conn.execute("COMMIT")
-                return result
+                return await self._begun(fn, args)
             finally:
                 self.in_use = 0
 
@@ -220,8 +283,10 @@ class _MysqlTxn(Transaction):
 class MysqlDatabase(Database):
     engine = MysqlEngine()
 
-    def __init__(self, parsed, pool_size: int, timeout: float):
+    def __init__(self, parsed, pool_size: int, timeout: float,
+                 ssl: _ssl.SSLContext | None = None):
         super().__init__(timeout)
+        self.ssl = ssl
         self.params = dict(
             host=parsed.hostname or "127.0.0.1",
             port=parsed.port or 3306,
@@ -245,6 +310,9 @@ class MysqlDatabase(Database):
             # Recycle before MariaDB's wait_timeout can close an idle connection.
             pool_recycle=3600, connect_timeout=max(1, int(self.timeout)),
             init_command="SET time_zone = '+00:00'",
+            # Never offer LOAD DATA LOCAL: with it, whoever answers on the database
+            # address (a rogue or hijacked server) may ask for any file we can read.
+            local_infile=False, ssl=self.ssl,
             **self.params)
 
     async def close(self):
@@ -258,6 +326,34 @@ class MysqlDatabase(Database):
                 # waiting forever; the server rolls back what it was doing.
                 pool.terminate()
                 await pool.wait_closed()
+
+    async def run_exclusive(self, fn, *args, name: str, wait: float):
+        pool = self._pool
+        conn = await pool.acquire()
+        try:
+            async with conn.cursor() as cur:
+                sql, params = self.engine.named_lock(name, int(wait))
+                await cur.execute(self.engine.convert(sql), params)
+                (held,) = await cur.fetchone()
+                if held != 1:
+                    raise RuntimeError(f"another process held the lock {name!r} of this "
+                                       f"database for {wait:.0f}s; try again later")
+                try:
+                    result = await fn(_MysqlTxn(self.engine, cur), *args)
+                    await conn.commit()
+                    return result
+                except BaseException:
+                    await conn.rollback()
+                    raise
+                finally:
+                    # The lock belongs to the session: a lost connection frees it too.
+                    sql, params = self.engine.named_unlock(name)
+                    await cur.execute(self.engine.convert(sql), params)
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            pool.release(conn)
 
     async def _run_once(self, fn, args):
         pool = self._pool

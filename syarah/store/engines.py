@@ -36,6 +36,17 @@ class Engine:
         """Text to put after a table reference so that the engine walks ``index``."""
         return ""
 
+    # How a transaction that must run alone across every process starts, and the
+    # named lock (with its release) that keeps other processes out meanwhile: None
+    # where the transaction's own BEGIN is that lock.
+    begin_exclusive = "BEGIN"
+
+    def named_lock(self, name: str, seconds: int) -> tuple[str, tuple] | None:
+        return None
+
+    def named_unlock(self, name: str) -> tuple[str, tuple] | None:
+        return None
+
     def insert_or_ignore(self, sql: str) -> str:
         """Turn ``INSERT INTO`` into the engine's insert that skips duplicate keys."""
         raise NotImplementedError
@@ -54,6 +65,10 @@ class SqliteEngine(Engine):
         "text": "TEXT",
         "bool": "INTEGER",
     }
+
+    # EXCLUSIVE (not IMMEDIATE) so no other connection, in any process, writes
+    # until it commits: DDL and the version that records it commit together.
+    begin_exclusive = "BEGIN EXCLUSIVE"
 
     def is_unique_violation(self, exc):
         import sqlite3
@@ -123,6 +138,15 @@ class MysqlEngine(Engine):
 
     def insert_or_ignore(self, sql):
         return sql.replace("INSERT INTO", "INSERT IGNORE INTO", 1)
+
+    def named_lock(self, name, seconds):
+        # MariaDB commits each DDL statement on its own, so no transaction can hold
+        # a migration together; a lock named per database serialises the processes.
+        # GET_LOCK answers 1 once held, 0 when the wait ran out.
+        return "SELECT GET_LOCK(CONCAT(DATABASE(), ?), ?)", (name, seconds)
+
+    def named_unlock(self, name):
+        return "SELECT RELEASE_LOCK(CONCAT(DATABASE(), ?))", (name,)
 
     def upsert(self, table, keys, columns, updates):
         sets = ", ".join(f"{c} = VALUES({c})" for c in updates)

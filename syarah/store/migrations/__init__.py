@@ -31,16 +31,24 @@ def available() -> list[tuple[int, str, list[str]]]:
     return found
 
 
+# Several nodes may start at once on an empty database: one applies the migrations,
+# the others wait for it this long (a migration of a large table takes minutes).
+LOCK_NAME = "syarah_migrations"
+LOCK_WAIT_SECONDS = 600
+
+
+async def _version(txn) -> int:
+    await txn.execute(txn.engine.ddl(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        " version INT NOT NULL PRIMARY KEY,"
+        " name VARCHAR(200) NOT NULL,"
+        " applied_ms BIGINT NOT NULL) {table_options}"))
+    row = await txn.fetchone("SELECT MAX(version) FROM schema_version")
+    return row[0] or 0
+
+
 async def current_version(db) -> int:
-    async def q(txn):
-        await txn.execute(db.engine.ddl(
-            "CREATE TABLE IF NOT EXISTS schema_version ("
-            " version INT NOT NULL PRIMARY KEY,"
-            " name VARCHAR(200) NOT NULL,"
-            " applied_ms BIGINT NOT NULL) {table_options}"))
-        row = await txn.fetchone("SELECT MAX(version) FROM schema_version")
-        return row[0] or 0
-    return await db.run(q)
+    return await db.run(_version)
 
 
 class SchemaOutOfDate(ValueError):
@@ -55,20 +63,20 @@ async def pending(db) -> list[str]:
 
 async def migrate(db) -> list[str]:
     """Apply every migration newer than the database. Returns the names applied."""
-    done = await current_version(db)
-    applied = []
-    for version, name, statements in available():
-        if version <= done:
-            continue
-
-        async def apply(txn, version=version, name=name, statements=statements):
+    async def apply_pending(txn):
+        # Read under the lock: a process that waited for it finds the work done.
+        done = await _version(txn)
+        applied = []
+        for version, name, statements in available():
+            if version <= done:
+                continue
+            log.info("applying migration %s", name)
             for statement in statements:
-                await txn.execute(db.engine.ddl(statement))
+                await txn.execute(txn.engine.ddl(statement))
             await txn.execute(
                 "INSERT INTO schema_version (version, name, applied_ms) VALUES (?, ?, ?)",
                 version, name, int(time.time() * 1000))
+            applied.append(name)
+        return applied
 
-        log.info("applying migration %s", name)
-        await db.run(apply)
-        applied.append(name)
-    return applied
+    return await db.run_exclusive(apply_pending, name=LOCK_NAME, wait=LOCK_WAIT_SECONDS)
