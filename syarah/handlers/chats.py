@@ -114,8 +114,17 @@ async def create_group(ctx: Context, e: dto.CreateGroup) -> ChatHeader:
     unknown = [m for m in member_ids if m not in known]
     if unknown:
         raise NotFound(f"User {unknown[0]} does not exist.")
+    await _refuse_blocked(ctx, member_ids)
     chat = await store.create_group(e.name, e.avatar, ctx.user.id, member_ids, now_ms())
     return await chat_header(ctx, chat.id)
+
+
+async def _refuse_blocked(ctx: Context, user_ids) -> None:
+    """Nobody brings into a group a user with whom they are a blocked pair: the group
+    would carry the messages the block stops."""
+    if await ctx.services.store.blocked_among(ctx.user.id, user_ids):
+        raise Forbidden("You cannot add to a group someone you have blocked or who "
+                        "has blocked you.")
 
 
 async def _group_for_member(ctx: Context, chat_id: int) -> types.Chat:
@@ -134,6 +143,7 @@ async def add_group_members(ctx: Context, chat_id: int, e: dto.AddGroupMembers):
     unknown = [u for u in e.user_ids if u not in known]
     if unknown:
         raise NotFound(f"User {unknown[0]} does not exist.")
+    await _refuse_blocked(ctx, e.user_ids)
     added = await store.add_members(chat_id, e.user_ids, now_ms())
     if added:
         members = (await store.get_members([chat_id]))[chat_id]
