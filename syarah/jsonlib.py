@@ -16,6 +16,12 @@ except ImportError:  # pragma: no cover - orjson is a dependency; stay correct w
 JSONDecodeError = _std.JSONDecodeError
 
 
+class TooDeep(JSONDecodeError):
+    """JSON nested too deeply to be read. A ValueError, as every refusal of a JSON
+    parser is, so python-engineio and python-socketio treat it as unreadable input
+    rather than as a crash."""
+
+
 def dumps(obj, **kwargs) -> str:
     # python-socketio passes separators=(',', ':'), which is what orjson writes anyway.
     if orjson is not None:
@@ -31,6 +37,16 @@ def loads(s, **kwargs):
     if orjson is not None and not kwargs:
         try:
             return orjson.loads(s)
-        except orjson.JSONDecodeError:
-            pass
-    return _std.loads(s, **kwargs)
+        except orjson.JSONDecodeError as exc:
+            # orjson stops at 1,024 levels; the standard parser would then recurse
+            # until Python's stack limit, which costs time and ends in RecursionError.
+            if "depth" in str(exc):
+                raise TooDeep("The JSON is nested too deeply.", _text(s), 0) from None
+    try:
+        return _std.loads(s, **kwargs)
+    except RecursionError:
+        raise TooDeep("The JSON is nested too deeply.", _text(s), 0) from None
+
+
+def _text(s) -> str:
+    return s if isinstance(s, str) else bytes(s).decode("utf-8", "replace")

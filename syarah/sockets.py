@@ -1,4 +1,5 @@
-"""Socket.IO plumbing tuned for the message path; no chat logic here.
+"""Socket.IO plumbing tuned for the message path, and the reading of packets that
+clients could not have meant; no chat logic here.
 
 python-socketio's AsyncManager.emit wraps the send to every member of a room in its
 own asyncio task and waits for them all. Without a callback the send only puts the
@@ -8,9 +9,16 @@ line gives the same result without two tasks per two-member room per message.
 
 from __future__ import annotations
 
+import json
+import logging
+
 import socketio
 from engineio import packet as eio_packet
 from socketio import packet
+
+from syarah import jsonlib
+
+log = logging.getLogger("syarah.sockets")
 
 
 class DirectEmit:
@@ -53,3 +61,81 @@ class DirectEmit:
 class LocalManager(DirectEmit, socketio.AsyncManager):
     """The in-process manager (one node). Not for the pub/sub managers: their emit
     must publish first, so DirectEmit would have to sit below them in the MRO."""
+
+
+class UnreadablePayload:
+    """Stands in for an event's arguments that could not be decoded, so that the
+    event is still answered (with VALIDATION) rather than dropped."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+TOO_DEEP = ("The payload nests arrays or objects too deeply to be read; no event "
+            "needs more than a few levels.")
+
+
+class EventPacket(packet.Packet):
+    """A Socket.IO packet whose event survives arguments nested too deeply to decode:
+    the packet type, ack id and event name come before them, so the client can be
+    answered."""
+
+    def decode(self, encoded_packet):
+        try:
+            attachments = super().decode(encoded_packet)
+        except jsonlib.TooDeep as exc:
+            name = _event_name(exc.doc) if self.packet_type == packet.EVENT else None
+            if name is None:
+                raise
+            self.data = [name, UnreadablePayload(TOO_DEEP)]
+            return 0
+        if self.packet_type in (packet.EVENT, packet.BINARY_EVENT) and not (
+                isinstance(self.data, list) and self.data
+                and isinstance(self.data[0], str)):
+            # python-socketio would index it as such and fail with a traceback.
+            raise ValueError("an event packet is an array that opens with the event name")
+        return attachments
+
+
+def _event_name(doc: str) -> str | None:
+    """The event name that opens the JSON array ``doc``, read without the rest."""
+    head = doc.lstrip()
+    if not head.startswith("["):
+        return None
+    start = len(doc) - len(head) + 1
+    while start < len(doc) and doc[start] in " \t\r\n":
+        start += 1
+    if doc[start:start + 1] != '"':
+        return None
+    try:
+        name, end = _NAME_DECODER.raw_decode(doc, start)
+    except ValueError:
+        return None
+    return name if doc[end:].lstrip()[:1] in (",", "]") else None
+
+
+_NAME_DECODER = json.JSONDecoder()
+
+
+class DecodeGuard:
+    """Mixin for socketio.AsyncServer: a packet that cannot be decoded at all (broken
+    JSON, no event name, an unknown packet type) closes its connection with a warning,
+    as an oversized one does. python-socketio would let the ValueError out, and
+    python-engineio would log it with a traceback and keep the connection open."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("serializer", EventPacket)
+        super().__init__(*args, **kwargs)
+
+    async def _handle_eio_message(self, eio_sid, data):
+        try:
+            return await super()._handle_eio_message(eio_sid, data)
+        except ValueError as exc:
+            # Event handlers answer their own errors, so a ValueError here comes
+            # from reading the packet.
+            log.warning("closing connection %s: unreadable packet (%s)", eio_sid, exc)
+            socket = self.eio.sockets.get(eio_sid)
+            if socket is not None:
+                # Not waiting for the queue to drain: over polling that would hold
+                # this request until the client polls again.
+                await socket.close(wait=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import aiohttp
 import pytest
 
 from conftest import SECRET, dm
@@ -247,3 +248,148 @@ async def test_a_frame_above_the_transport_limit_closes_only_that_socket(server,
     assert reply["totalCount"] == 1
     again = await clients(w.ann)
     await send(again, w.chat, "back again")
+
+
+class RawSocket:
+    """A bare Engine.IO 4 WebSocket that speaks Socket.IO packets as text, so a test
+    can send what no Socket.IO client library would write."""
+
+    def __init__(self, session, ws):
+        self.session, self.ws = session, ws
+
+    @classmethod
+    async def open(cls, server, user):
+        session = aiohttp.ClientSession()
+        ws = await session.ws_connect(
+            f"{server.url}/socket.io/?EIO=4&transport=websocket&userId={user.id}",
+            max_msg_size=0)
+        raw = cls(session, ws)
+        assert (await ws.receive_str(timeout=10)).startswith("0")  # Engine.IO open
+        await ws.send_str("40" + json.dumps({"accessToken": user.token}))
+        assert (await raw.text()).startswith("0{")  # Socket.IO CONNECT
+        return raw
+
+    async def text(self, timeout: float = 10) -> str | None:
+        """The next Socket.IO packet (an Engine.IO message without its type), answering
+        pings; None once the server closed."""
+        while True:
+            msg = await self.ws.receive(timeout)
+            if msg.type != aiohttp.WSMsgType.TEXT or msg.data == "1":  # "1": close
+                return None
+            if msg.data == "2":
+                await self.ws.send_str("3")
+                continue
+            return msg.data[1:]
+
+    async def close(self):
+        await self.ws.close()
+        await self.session.close()
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [1_050, 100_000])
+async def test_deeply_nested_payloads_get_validation(server, clients, depth):
+    """orjson refuses JSON nested deeper than 1,024 levels, and the standard library's
+    parser, tried after it, runs out of stack; either way the event is answered."""
+    w = await World.make(server, clients)
+    log_start = len(server.log())
+    raw = await RawSocket.open(server, w.ann)
+    try:
+        await raw.ws.send_str(f'421["createMessage",{nested(depth)}]')
+        ack = await raw.text()
+        assert ack is not None and ack.startswith("31["), ack[:100]
+        (reply,) = json.loads(ack[2:])
+        assert_error(reply, "VALIDATION")
+        # Inside an object, and without an ack: the exception event.
+        await raw.ws.send_str(
+            '42["findAllMessages",{"chatHeaderId":%d,"x":%s}]' % (w.chat, nested(depth)))
+        got = await raw.text()
+        assert got.startswith("2["), got[:100]
+        event, body = json.loads(got[1:])
+        assert event == "exception" and body["event"] == "findAllMessages", body
+        assert_error(body, "VALIDATION")
+        # The same socket goes on working.
+        await raw.ws.send_str('422["findAllMessages",{"chatHeaderId":%d}]' % w.chat)
+        ack = await raw.text()
+        assert ack.startswith("32") and json.loads(ack[2:])[0]["totalCount"] == 1, ack
+    finally:
+        await raw.close()
+    assert "Traceback" not in server.log()[log_start:]
+
+
+@pytest.mark.parametrize("packet", [
+    '42["createMessage",{"message":', '42' + nested(100_000), '42{"a":1}', "4x",
+    '4[' + '["createMessage",' * 2_000])
+async def test_an_undecodable_packet_closes_only_that_connection(server, clients, packet):
+    """A packet that no Socket.IO client writes (broken JSON, no event name) has no
+    event to answer: the connection is closed, with a warning in the log and no
+    traceback, as for an oversized packet."""
+    w = await World.make(server, clients)
+    log_start = len(server.log())
+    raw = await RawSocket.open(server, w.ann)
+    try:
+        await raw.ws.send_str(packet)
+        assert await raw.text() is None
+    finally:
+        await raw.close()
+    await send(w.a, w.chat, "still here")
+    log = server.log()[log_start:]
+    assert "Traceback" not in log and "async handler error" not in log
+    assert "WARNING syarah.sockets: closing connection" in log
+
+
+async def test_deeply_nested_payload_over_polling(server, clients):
+    w = await World.make(server, clients)
+    log_start = len(server.log())
+    base = f"{server.url}/socket.io/?EIO=4&transport=polling&userId={w.ann.id}"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(base) as r:
+            sid = json.loads((await r.text())[1:])["sid"]
+        url = f"{base}&sid={sid}"
+        async with session.post(url, data="40" + json.dumps({"accessToken": w.ann.token})):
+            pass
+        async with session.get(url) as r:
+            assert (await r.text()).startswith("40")
+        async with session.post(url, data=f'427["createMessage",{nested(1_050)}]') as r:
+            assert r.status == 200
+        async with session.get(url) as r:
+            packets = (await r.text()).split("\x1e")
+        acks = [p for p in packets if p.startswith("437")]
+        assert len(acks) == 1, packets
+        ack = acks[0]
+        assert_error(json.loads(ack[3:])[0], "VALIDATION")
+    assert "Traceback" not in server.log()[log_start:]
+
+
+def test_the_json_and_packet_behaviour_deep_nesting_relies_on():
+    """What the deep-nesting answers rest on in orjson, python-engineio and
+    python-socketio: a depth refusal that says so, and decoding failures that are
+    ValueErrors, which python-engineio turns into plain text data."""
+    import orjson
+    from engineio import packet as eio_packet
+
+    from syarah import jsonlib
+    from syarah.sockets import EventPacket, UnreadablePayload
+
+    assert orjson.loads(nested(1_024)) is not None
+    for depth in (1_025, 100_000):
+        with pytest.raises(orjson.JSONDecodeError, match="depth"):
+            orjson.loads(nested(depth))
+        with pytest.raises(jsonlib.TooDeep):
+            jsonlib.loads(nested(depth))
+    # What orjson refuses for other reasons still reads.
+    assert jsonlib.loads("[18446744073709551616]") == [2**64]
+    assert issubclass(jsonlib.TooDeep, ValueError)
+    eio_packet.Packet.json = jsonlib
+    text = "[" * 2_000
+    assert eio_packet.Packet(encoded_packet="4" + text).data == text
+    EventPacket.json = jsonlib
+    p = EventPacket(encoded_packet=f'25["createMessage",{nested(2_000)}]')
+    assert (p.id, p.data[0]) == (5, "createMessage")
+    assert isinstance(p.data[1], UnreadablePayload)
+    for bad in ('2' + nested(2_000), '2{"a":1}', '2[1]', '2["x",{"a":'):
+        with pytest.raises(ValueError):
+            EventPacket(encoded_packet=bad)

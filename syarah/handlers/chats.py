@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from syarah import types
-from syarah.types import FriendshipStatus
 from syarah.errors import Forbidden, NotFound, Validation
 from syarah.handlers.context import Context, now_ms
+from syarah.handlers.friendships import visible_online
 from syarah.protocol import inbound as dto
 from syarah.protocol.inbound import PAGE_MAX
 from syarah.protocol.outbound import ChatHeader, ChatMessage, Member, MemberJoined, MyChat, Page, Time
@@ -14,14 +14,14 @@ from syarah.protocol.outbound import ChatHeader, ChatMessage, Member, MemberJoin
 async def headers_for(ctx: Context, summaries: list[types.ChatSummary],
                       sync: dict[int, int] | None = None) -> list[ChatHeader]:
     """ChatHeader objects for a user's chats: members and presence in one query each."""
-    store, presence = ctx.services.store, ctx.services.presence
+    store = ctx.services.store
     members = await store.get_members([s.chat.id for s in summaries])
     missed = {}
     if sync:
         wanted = {s.chat.id: sync[s.chat.id] for s in summaries if s.chat.id in sync}
         # One more than is sent tells whether the client has more to page.
         missed = await store.messages_after_many(wanted, PAGE_MAX + 1)
-    online = await presence.online({m.user.id for ms in members.values() for m in ms})
+    online = await visible_online(ctx, [m.user.id for ms in members.values() for m in ms])
     headers = []
     for s in summaries:
         chat = s.chat
@@ -62,7 +62,7 @@ async def get_my_chats(ctx: Context, e: dto.GetMyChats):
     summaries = await ctx.services.store.chat_summaries(
         ctx.user.id, individual_only=True, limit=10_000)
     others = [s.other_user.id for s in summaries if s.other_user]
-    online = await ctx.services.presence.online(others)
+    online = await visible_online(ctx, others)
     out = []
     for s in summaries:
         other = s.other_user
@@ -76,9 +76,7 @@ async def get_my_chats(ctx: Context, e: dto.GetMyChats):
             last_message_time=(Time(s.chat.last_message_ms)
                                if s.chat.last_message_ms is not None else None),
             creation_time=Time(s.chat.creation_ms),
-            # A blocked pair does not see each other's presence.
-            is_online=bool(other and other.id in online
-                           and s.friendship_status != FriendshipStatus.BLOCKED),
+            is_online=bool(other and other.id in online),
             unread_count=s.unread_count,
             friendship_status=s.friendship_status))
     return out
@@ -111,9 +109,18 @@ async def get_chat_header(ctx: Context, user1_id: str, user2_id: str) -> ChatHea
 async def create_group(ctx: Context, e: dto.CreateGroup) -> ChatHeader:
     store = ctx.services.store
     member_ids = [m for m in (e.member_ids or []) if m != ctx.user.id]
+    await _refuse_blocked(ctx, member_ids)
     await store.ensure_users(member_ids, now_ms())
     chat = await store.create_group(e.name, e.avatar, ctx.user.id, member_ids, now_ms())
     return await chat_header(ctx, chat.id)
+
+
+async def _refuse_blocked(ctx: Context, user_ids) -> None:
+    """Nobody brings into a group a user with whom they are a blocked pair: the group
+    would carry the messages the block stops."""
+    if await ctx.services.store.blocked_among(ctx.user.id, user_ids):
+        raise Forbidden("You cannot add to a group someone you have blocked or who "
+                        "has blocked you.")
 
 
 async def _group_for_member(ctx: Context, chat_id: int) -> types.Chat:
@@ -128,6 +135,7 @@ async def _group_for_member(ctx: Context, chat_id: int) -> types.Chat:
 async def add_group_members(ctx: Context, chat_id: int, e: dto.AddGroupMembers):
     store = ctx.services.store
     await _group_for_member(ctx, chat_id)
+    await _refuse_blocked(ctx, e.user_ids)
     await store.ensure_users(e.user_ids, now_ms())
     added = await store.add_members(chat_id, e.user_ids, now_ms())
     if added:

@@ -22,6 +22,7 @@ from syarah.handlers.context import (
 from syarah.protocol import inbound as dto
 from syarah.protocol.fields import decode
 from syarah.protocol.outbound import to_wire
+from syarah.sockets import DecodeGuard, UnreadablePayload
 
 log = logging.getLogger("syarah.events")
 
@@ -51,7 +52,7 @@ ack_requested: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "ack_requested", default=True)
 
 
-class ChatServer(socketio.AsyncServer):
+class ChatServer(DecodeGuard, socketio.AsyncServer):
     async def _handle_event_internal(self, server, sid, eio_sid, data, namespace, id):
         ack_requested.set(id is not None)
         return await super()._handle_event_internal(
@@ -241,7 +242,10 @@ class ChatNamespace(socketio.AsyncNamespace):
             limits = self.limits
             if limits is not None:
                 limits.check(event, address=socket.address)
-            e = decode(route.dto, args[0] if args else None)
+            payload = args[0] if args else None
+            if isinstance(payload, UnreadablePayload):
+                raise Validation(payload.reason)
+            e = decode(route.dto, payload)
             user = await authenticate(self.services, socket, e.access_token)
             if limits is not None:
                 limits.check(event, user_id=user.id)

@@ -11,17 +11,26 @@ from syarah.types import FriendshipStatus
 ACTIONS = ("request", "accept", "reject", "block", "unblock", "delete")
 
 
+async def visible_online(ctx: Context, user_ids) -> set[str]:
+    """Those of ``user_ids`` whom the caller may see online: online, and not one side
+    of a blocked pair with the caller. Every read that shows isOnline asks here."""
+    online = await ctx.services.presence.online(list(dict.fromkeys(user_ids)))
+    if online:
+        online -= await ctx.services.store.blocked_among(ctx.user.id, online)
+    return online
+
+
 async def get_my_friendships(ctx: Context, e: dto.GetMyFriendships):
     friends = await ctx.services.store.list_friendships(
         ctx.user.id, int(FriendshipStatus.ACCEPTED))
-    online = await ctx.services.presence.online([f.user.id for f in friends])
+    online = await visible_online(ctx, [f.user.id for f in friends])
     return [Friendship(f.user.id, f.user.name, f.user.avatar, f.user.id in online,
                        f.chat_header_id) for f in friends]
 
 
 async def list_friendships(ctx: Context):
     friends = await ctx.services.store.list_friendships(ctx.user.id)
-    online = await ctx.services.presence.online([f.user.id for f in friends])
+    online = await visible_online(ctx, [f.user.id for f in friends])
     return [FriendshipRecord(f.user.id, f.user.name, f.user.avatar, f.status,
                              f.requested_by, f.user.id in online, f.chat_header_id)
             for f in friends]

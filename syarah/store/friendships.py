@@ -15,6 +15,17 @@ class FriendshipStore:
             user_id, other_id)
         return row[0] if row else None
 
+    async def blocked_among(self, user_id: str, other_ids) -> set[str]:
+        """Those of ``other_ids`` with whom ``user_id`` is a blocked pair (either side
+        blocked: both rows of a pair carry the status)."""
+        ids = list(dict.fromkeys(other_ids))
+        if not ids:
+            return set()
+        found = await self.db.fetchall(
+            "SELECT other_user_id FROM friendships WHERE user_id = ? AND status = ?"
+            f" AND other_user_id IN ({rows.in_list(ids)})", user_id, int(S.BLOCKED), *ids)
+        return {r[0] for r in found}
+
     async def chat_blocked(self, chat_id: int) -> bool:
         """Whether ``chat_id`` is an individual chat whose pair is Blocked: two
         primary-key probes, cheap enough for every typing notification."""
