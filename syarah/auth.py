@@ -55,7 +55,7 @@ def strip_bearer(token: str | None) -> str | None:
 class TokenVerifier:
     def __init__(self, *, secret: str = "", public_key: str = "",
                  algorithms: list[str], issuer: str = "", audience: str = "",
-                 user_claim: str = ""):
+                 user_claim: str = "", leeway: float = LEEWAY_SECONDS):
         if not algorithms:
             raise ValueError("jwt_algorithms must name at least one algorithm")
         symmetric = [a for a in algorithms if a.startswith("HS")]
@@ -72,6 +72,7 @@ class TokenVerifier:
         self.algorithms = algorithms
         self.issuer, self.audience = issuer or None, audience or None
         self.user_claims = (user_claim,) if user_claim else ("sub", NAMEIDENTIFIER)
+        self.leeway = leeway
         self._cache: OrderedDict[str, Identity] = OrderedDict()
 
     def _key_for(self, token: str):
@@ -91,14 +92,14 @@ class TokenVerifier:
         now = time.time()
         cached = self._cache.get(token)
         if cached is not None:
-            if cached.expires_at + LEEWAY_SECONDS > now:
+            if cached.expires_at + self.leeway > now:
                 self._cache.move_to_end(token)
                 return cached
             del self._cache[token]
         try:
             claims = jwt.decode(
                 token, self._key_for(token), algorithms=self.algorithms,
-                issuer=self.issuer, audience=self.audience, leeway=LEEWAY_SECONDS,
+                issuer=self.issuer, audience=self.audience, leeway=self.leeway,
                 options={"require": ["exp"], "verify_aud": self.audience is not None})
         except jwt.ExpiredSignatureError:
             raise Unauthorized("The access token has expired.")

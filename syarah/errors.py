@@ -1,5 +1,5 @@
-"""Typed errors. Anything below the dispatcher raises a ChatError; the dispatcher (and
-the REST base handler) turn it into the reply of CONTRACT §3 in one place each."""
+"""Typed errors. Anything below the transport raises a ChatError; the Socket.IO namespace (and
+the REST base handler) turn it into the reply {error, code} in one place each."""
 
 from __future__ import annotations
 

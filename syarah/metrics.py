@@ -36,7 +36,7 @@ CONNECTIONS_REFUSED = Counter("syarah_connections_refused",
 
 
 class MetricsObserver:
-    """The dispatcher's EventObserver, counting into the metrics above."""
+    """The namespace's EventObserver, counting into the metrics above."""
 
     def __init__(self, known_events):
         # Event names come from clients: only known ones become label values, so a
@@ -48,17 +48,16 @@ class MetricsObserver:
         EVENT_COUNT.labels(label, outcome).inc()
         EVENT_SECONDS.labels(label).observe(seconds)
 
-    def connections_changed(self, delta: int) -> None:
-        SOCKETS.inc(delta)
-
     def connection_refused(self, code: str) -> None:
         CONNECTIONS_REFUSED.labels(code).inc()
 
 
-def watch(namespace=None, database=None) -> None:
+def watch(sockets=None, database=None) -> None:
     """Read live figures from the node's objects at scrape time."""
-    if namespace is not None:
-        USERS.set_function(lambda: len(namespace.user_sockets))
+    if sockets is not None:
+        # Read from the registry itself: a socket that is gone cannot be counted.
+        SOCKETS.set_function(lambda: len(sockets))
+        USERS.set_function(lambda: len(sockets.user_sockets))
     if database is not None:
         DB_IN_USE.set_function(lambda: database.in_use)
         DB_POOL_SIZE.set(getattr(database, "pool_size", 1))

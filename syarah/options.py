@@ -14,6 +14,7 @@ from tornado.options import Error as TornadoOptionsError
 from tornado.options import OptionParser
 
 from syarah import paths
+from syarah.transport import compat
 
 _DEFS = [
     # name, default, type, help
@@ -68,6 +69,12 @@ _DEFS = [
     ("jwt_audience", "", str, "required `aud` claim (empty: not checked)"),
     ("jwt_user_claim", "", str,
      "claim holding the user id (empty: `sub`, then the ASP.NET nameidentifier claim)"),
+    ("jwt_leeway", 30.0, float,
+     "seconds a token is still accepted after its `exp` (clock skew); a socket is "
+     "closed when the token it rests on has expired by this much"),
+    ("recovery_window", 120.0, float,
+     "seconds within which a reconnecting socket.io-client gets back the chat rooms "
+     "of the socket it replaces (connection state recovery; 0: off)"),
     ("require_connect_token", False, bool,
      "refuse Socket.IO connections that carry no access token"),
     ("redis_url", "", str, "redis://host:6379/0 to run several nodes as one deployment"),
@@ -167,6 +174,8 @@ class Settings:
     jwt_issuer: str
     jwt_audience: str
     jwt_user_claim: str
+    jwt_leeway: float
+    recovery_window: float
     require_connect_token: bool
     redis_url: str
     redis_prefix: str
@@ -232,7 +241,7 @@ def _from_env(parser: OptionParser, environ) -> None:
         raw = environ.get("SYARAH_" + name.upper())
         if raw is None:
             continue
-        opt = parser._options[parser._normalize_name(name)]
+        opt = compat.option(parser, name)
         # tornado's own flag parser knows how to turn text into each option's type
         try:
             opt.parse(_bool_text(raw) if opt.type is bool else raw)

@@ -7,22 +7,26 @@ import logging
 import signal
 import sys
 
-import engineio.payload
 import tornado.httpserver
 import tornado.web
 
-from syarah import jsonlib, logs, metrics, options, paths
-from syarah.app import make_app
+from syarah import logs, metrics, options, paths
 from syarah.auth import TokenVerifier
-from syarah.handlers.context import Rooms, Services, UserDirectory
-from syarah.handlers.dispatcher import EVENTS, ChatNamespace, ChatServer
+from syarah.handlers.context import Services
+from syarah.handlers.routes import EVENTS
+from syarah.handlers.users import UserDirectory
 from syarah.media.service import MediaService
 from syarah.presence import LocalPresence
 from syarah.push import make_push
 from syarah.ratelimit import Limits
-from syarah.sockets import LocalManager
 from syarah.store import open_store
 from syarah.store.database import settings_tls
+from syarah.transport import compat
+from syarah.transport.namespace import ChatNamespace
+from syarah.transport.registry import SocketRegistry
+from syarah.transport.rooms import Rooms
+from syarah.transport.sockets import make_socketio
+from syarah.transport.web import make_app
 
 log = logging.getLogger("syarah.server")
 
@@ -35,38 +39,8 @@ def make_verifier(settings) -> TokenVerifier:
     return TokenVerifier(
         secret=settings.jwt_secret, public_key=public_key,
         algorithms=settings.algorithms, issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience, user_claim=settings.jwt_user_claim)
-
-
-# python-engineio decodes at most 16 packets from one polling request and drops the
-# whole request beyond that; socket.io-client batches every event queued while a poll
-# was out (a burst of sends, or what was emitted before connecting) into one request.
-POLLING_PACKETS_PER_REQUEST = 1000
-
-
-def make_socketio(settings, client_manager=None) -> ChatServer:
-    engineio.payload.Payload.max_decode_packets = POLLING_PACKETS_PER_REQUEST
-    return ChatServer(
-        async_mode="tornado",
-        # The Redis manager for a deployment of several nodes; else the in-process one.
-        client_manager=client_manager or LocalManager(),
-        # Events of one socket run one after another, in the order it sent them, so
-        # its messages are stored and delivered in that order; sockets still run
-        # concurrently with each other.
-        async_handlers=False,
-        cors_allowed_origins=settings.origins,
-        # Clients authenticate with tokens, never cookies: browsers need not send
-        # credentials cross-site, so even the '*' default lends no ambient authority.
-        cors_credentials=False,
-        ping_interval=settings.ping_interval,
-        ping_timeout=settings.ping_timeout,
-        max_http_buffer_size=settings.max_http_buffer_size,
-        # Logger objects rather than booleans: with a boolean python-socketio may add
-        # a handler of its own, which would bypass the redacting one (syarah.logs).
-        logger=logging.getLogger("socketio.server"),
-        engineio_logger=logging.getLogger("engineio.server"),
-        # Measured in bench/: orjson and task-free room emits cut the CPU per message.
-        json=jsonlib)
+        audience=settings.jwt_audience, user_claim=settings.jwt_user_claim,
+        leeway=settings.jwt_leeway)
 
 
 # Flushing a WebSocket's queue takes milliseconds; a client that does not read for
@@ -94,9 +68,10 @@ class Node:
             run_migrations=s.migrate_on_start, ssl=settings_tls(s))
         self.presence, manager = await self._scale_out()
         sio = make_socketio(s, manager)
+        registry = SocketRegistry(s.jwt_leeway)
         services = Services(
             store=self.store, presence=self.presence, verifier=verifier,
-            rooms=Rooms(sio), users=UserDirectory(self.store), settings=s)
+            rooms=Rooms(sio, registry), users=UserDirectory(self.store), settings=s)
         self.media = services.media = MediaService(s, self.store)
         self.media.start()
         self.services = services
@@ -106,10 +81,11 @@ class Node:
         limits = Limits(s, on_limited=lambda action, scope:
                         metrics.RATE_LIMITED.labels(action, scope).inc())
         self.namespace = ChatNamespace(
-            services, observer=metrics.MetricsObserver(EVENTS), limits=limits)
+            services, registry, observer=metrics.MetricsObserver(EVENTS), limits=limits)
         sio.register_namespace(self.namespace)
+        self.namespace.start()
         self.sio = sio
-        metrics.watch(self.namespace, self.store.db)
+        metrics.watch(registry, self.store.db)
         metrics_route = (r"/metrics", metrics.MetricsHandler, {"token": s.metrics_token})
         if s.metrics_port:
             # A listener of its own, reachable only where metrics_address is.
@@ -197,16 +173,14 @@ class Node:
         # may take the whole grace period when the store is slow; then a WebSocket's
         # queue, acks included, is flushed for a few seconds at most. A polling client
         # between two polls cannot be flushed to, so it is not waited for.
-        eio = self.sio.eio
-        sockets = list(eio.sockets.values())
-        closes = [asyncio.ensure_future(s.close(wait=False,
-                                                reason=eio.reason.SERVER_DISCONNECT))
+        sockets = compat.engine_sockets(self.sio)
+        closes = [asyncio.ensure_future(compat.close_transport(self.sio, socket=s))
                   for s in sockets]
         late = await self._within_or_cancel(closes, left())
         if late:
             log.warning("shutdown: %d disconnects did not finish within the grace period",
                         late)
-        flushes = [asyncio.ensure_future(s.queue.join()) for s in sockets if s.upgraded]
+        flushes = [asyncio.ensure_future(compat.flush(s)) for s in sockets]
         late = await self._within_or_cancel(flushes, min(left(), SOCKET_FLUSH_SECONDS))
         if late:
             log.info("shutdown: %d WebSocket clients did not read their last packets "

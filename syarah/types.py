@@ -112,3 +112,13 @@ class PushJob:
     last_read_message_id: int | None
     # The user's unread messages over all chats: the app icon badge.
     unread_count: int
+
+
+@dataclass(frozen=True)
+class RecoverySession:
+    pid: str
+    user_id: str
+    chat_ids: list[int]
+    update_ms: int
+    # None while its socket is connected (or its node died with it).
+    expires_ms: int | None

@@ -100,7 +100,7 @@ async def test_connection_token_in_every_place_the_contract_allows(server):
             await client.close()
 
 
-async def test_tokenless_connection_is_for_presence_only(server, clients):
+async def test_a_tokenless_connection_proves_nothing_until_an_event_token(server, clients):
     ann, bob = User(server, "Ann"), User(server, "Bob")
     await register(ann, bob)
     ann.http("POST", "/api/friendships", {"userId": bob.id})
@@ -109,15 +109,16 @@ async def test_tokenless_connection_is_for_presence_only(server, clients):
 
     a = await clients(ann, with_token=False)
 
-    (status,) = await b.wait_for("clientStatus")
-    assert status["userId"] == ann.id and status["activeNow"] is True
     assert not await is_authenticated(a)
+    assert b.received("clientStatus") == []
     reply = await a.call("joinRoom", {"otherUserId": bob.id})
     assert reply["code"] == "UNAUTHORIZED" and "token" in reply["error"]
     # A token with the event works, and the socket remembers it.
     friends = await a.call("getMyFriendships", {"accessToken": ann.token})
     assert [f["userId"] for f in friends] == [bob.id]
     assert await is_authenticated(a)
+    (status,) = await b.wait_for("clientStatus")
+    assert status["userId"] == ann.id and status["activeNow"] is True
     # Someone else's token on this socket is refused.
     reply = await a.call("getMyFriendships", {"accessToken": bob.token})
     assert reply["code"] == "UNAUTHORIZED" and "another user" in reply["error"]

@@ -338,7 +338,7 @@ async def test_an_undecodable_packet_closes_only_that_connection(server, clients
     await send(w.a, w.chat, "still here")
     log = server.log()[log_start:]
     assert "Traceback" not in log and "async handler error" not in log
-    assert "WARNING syarah.sockets: closing connection" in log
+    assert "WARNING syarah.transport: closing connection" in log
 
 
 async def test_deeply_nested_payload_over_polling(server, clients):
@@ -372,7 +372,7 @@ def test_the_json_and_packet_behaviour_deep_nesting_relies_on():
     from engineio import packet as eio_packet
 
     from syarah import jsonlib
-    from syarah.sockets import EventPacket, UnreadablePayload
+    from syarah.transport.sockets import EventPacket, UnreadablePayload
 
     assert orjson.loads(nested(1_024)) is not None
     for depth in (1_025, 100_000):

@@ -42,12 +42,14 @@ async def test_a_polling_burst_of_many_events_is_answered_in_full(server, client
 
 async def test_a_blocked_pair_does_not_see_each_others_presence(server, clients):
     ann, bob = await people(server, "Ann", "Bob")
+    befriend(ann, bob)
     a = await clients(ann)
     await dm(a, bob)
     b = await clients(bob)
     (status,) = await a.wait_for("clientStatus")
     assert status["userId"] == bob.id
-    block(ann, bob)
+    status, body = ann.http("POST", f"/api/friendships/{bob.id}/block")
+    assert status == 200 and body["data"]["status"] == 3, body
     chats = await a.call("getMyChats", {})
     assert [(c["userId"], c["friendshipStatus"], c["isOnline"]) for c in chats] == [
         (bob.id, 3, False)]
@@ -58,6 +60,7 @@ async def test_a_blocked_pair_does_not_see_each_others_presence(server, clients)
 
 async def test_an_overlong_client_type_is_trimmed_not_refused(server, clients):
     ann, bob = await people(server, "Ann", "Bob")
+    befriend(ann, bob)
     a = await clients(ann)
     await dm(a, bob)
     await clients(bob, client_type="x" * 200)

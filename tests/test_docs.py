@@ -20,8 +20,8 @@ from openapi_spec_validator import validate as validate_openapi
 from conftest import IN_CI, ROOT, http_get
 from helpers import people, send
 from syarah import metrics, options
-from syarah.app import make_app
-from syarah.handlers.dispatcher import EVENTS
+from syarah.transport.web import make_app
+from syarah.handlers.routes import EVENTS
 
 BROWSER_DIR = os.path.join(ROOT, "tests", "browser")
 GUID = "550e8400-e29b-41d4-a716-446655440000"

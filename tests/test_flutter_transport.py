@@ -18,7 +18,7 @@ from tornado.websocket import websocket_connect
 
 from conftest import dm
 from helpers import people
-from syarah.app import as_websocket_query
+from syarah.transport.web import as_websocket_query
 
 FRAME_TIMEOUT = 10
 

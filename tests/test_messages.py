@@ -121,12 +121,9 @@ async def test_a_connection_token_that_expires_while_connected(server, clients):
     # Expired 25 s ago: inside the 30 s leeway for 5 more seconds.
     ann.token = mint(SECRET, ann.id, "Ann", hours=-25 / 3600)
     a = await clients(ann)
-    await asyncio.sleep(5.5)
-    # The socket's identity rests on its connection token: the next event is refused
-    # and the socket is dropped, so the client reconnects with a fresh token.
-    assert_error(await a.call("createMessage", {"message": "late", "chatHeaderId": chat_id}),
-                 "UNAUTHORIZED")
-    for _ in range(100):
+    # The socket's identity rests on its connection token: once it has run out the
+    # server closes the socket by itself, so the client reconnects with a fresh token.
+    for _ in range(200):
         if not a.sio.connected:
             break
         await asyncio.sleep(0.05)

@@ -16,10 +16,16 @@ async def test_client_status_reaches_friends_and_chat_partners_only(server, clie
         server, "Ann", "Friend", "Partner", "Pending", "Stranger")
     befriend(ann, friend)
     pending.http("POST", "/api/friendships", {"userId": ann.id})
+    # Ann has written to Partner; Stranger only opened a chat with Ann's id, which
+    # must not let them watch her come and go.
+    a = await clients(ann)
+    await send(a, await dm(a, partner), "hi")
+    await a.close()
+    await offline_for(friend, ann)
     p = await clients(partner)
-    await dm(p, ann)
-    watchers = [p] + [await clients(u) for u in (friend, pending, stranger)]
-    p, f, pe, s = watchers
+    s = await clients(stranger)
+    await dm(s, ann)
+    f, pe = [await clients(u) for u in (friend, pending)]
 
     a = await clients(ann, client_type="android")
     online = {"userId": ann.id, "clientType": "android", "activeNow": True}
@@ -32,6 +38,17 @@ async def test_client_status_reaches_friends_and_chat_partners_only(server, clie
     assert (await p.wait_for("clientStatus", 2))[1] == offline
     await barrier(pe, s)
     assert pe.received("clientStatus") == [] and s.received("clientStatus") == []
+
+
+async def offline_for(friend: User, user: User) -> None:
+    """Wait until the server has handled ``user``'s disconnect, as ``friend`` sees it."""
+    for _ in range(100):
+        status, body = friend.http("GET", "/api/friendships")
+        assert status == 200, body
+        if not any(f["userId"] == user.id and f["isOnline"] for f in body["data"]):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{user.name} still online for {friend.name}")
 
 
 async def test_client_status_only_for_the_first_and_the_last_socket(server, clients):
@@ -55,14 +72,21 @@ async def test_client_status_only_for_the_first_and_the_last_socket(server, clie
     assert all(e["userId"] != bob.id for e in b.received("clientStatus"))
 
 
-async def test_client_status_for_a_presence_only_connection(server, clients):
-    """A connection without a token is accepted for presence (CONTRACT §1)."""
+async def test_a_tokenless_connection_does_not_make_its_user_online(server, clients):
+    """A bare userId proves nothing: anyone could claim a friend's id to show them
+    online. Only a token-proven socket counts for presence."""
     ann, bob = await people(server, "Ann", "Bob")
     befriend(ann, bob)
     b = await clients(bob)
-    await clients(ann, with_token=False)
+    claimed = await clients(ann, with_token=False)
+    await barrier(claimed, b)
+    assert b.received("clientStatus") == []
+    assert (await b.call("getMyFriendships", {}))[0]["isOnline"] is False
+    # Once an event proves the socket with Ann's token, she is online.
+    await claimed.call("getMyChats", {"accessToken": ann.token})
     (status,) = await b.wait_for("clientStatus")
     assert status == {"userId": ann.id, "clientType": "unknown", "activeNow": True}
+    assert (await b.call("getMyFriendships", {}))[0]["isOnline"] is True
 
 
 async def test_on_member_join_shows_the_member_online(server, clients):

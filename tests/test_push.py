@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conftest import ServerProcess, User, dm, new_database_url, register
+from helpers import befriend
 from syarah.push.payload import fcm_message, notification_text
 from syarah.store import open_store
 from syarah.types import Message, PushJob
@@ -332,6 +333,8 @@ async def test_group_push_names_the_group_and_the_sender(push_server, fake, clie
 async def test_viewing_members_are_not_pushed_until_they_leave_or_disconnect(
         push_server, fake, clients):
     ann, bob, a, chat_id, token = await pair(push_server, clients)
+    # Friends: Ann hears when Bob goes offline.
+    befriend(ann, bob)
     b = await clients(bob)
     online = await send(a, chat_id, "online, not viewing")       # pushed
 

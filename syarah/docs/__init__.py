@@ -26,7 +26,7 @@ _Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
 @functools.cache
 def document_text(name: str) -> str:
     """The document as YAML; written once per process, it never changes while running."""
-    # Imported here: the documents read the dispatcher's table, which the app imports.
+    # Imported here: the documents read the route table, which the app imports.
     from syarah.docs import asyncapi, openapi
 
     maker = {"asyncapi": asyncapi.document, "openapi": openapi.document}[name]

@@ -1,6 +1,6 @@
 """The AsyncAPI 3.0 document of the Socket.IO protocol.
 
-Payloads come from the inbound DTOs of the dispatcher's event table and the outbound
+Payloads come from the inbound DTOs of the route table (syarah.handlers.routes) and the outbound
 dataclasses; what the schemas cannot say (what an event does, who hears a broadcast)
 is written here, one entry per event. An event of the table without an entry here is
 left out of the document, which the tests catch.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from syarah import __version__
 from syarah.docs.schemas import Registry
 from syarah.errors import ChatError
-from syarah.handlers.dispatcher import EVENTS
+from syarah.handlers.routes import EVENTS
 from syarah.protocol import outbound
 
 REF = "#/components/schemas/"

@@ -1,1 +1,1 @@
-"""What each command does: one module per area, no SQL. ``dispatcher`` holds the table."""
+"""What each command does: one module per area, transport-neutral, no SQL. ``routes`` holds the table."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from syarah import types
 from syarah.errors import Forbidden, NotFound, Validation
-from syarah.handlers.context import Context, now_ms
+from syarah.handlers.context import Context
 from syarah.handlers.friendships import visible_online
 from syarah.protocol import inbound as dto
 from syarah.protocol.inbound import PAGE_MAX
@@ -88,8 +88,8 @@ async def individual_chat(ctx: Context, other_user_id: str) -> types.Chat:
         raise Validation("You cannot open a chat with yourself.")
     store = ctx.services.store
     # The main backend owns the users: one the server has not met yet is created.
-    await store.ensure_users([other_user_id], now_ms())
-    return await store.get_or_create_individual_chat(ctx.user.id, other_user_id, now_ms())
+    await store.ensure_users([other_user_id], ctx.now_ms())
+    return await store.get_or_create_individual_chat(ctx.user.id, other_user_id, ctx.now_ms())
 
 
 async def chat_header(ctx: Context, chat_id: int) -> ChatHeader:
@@ -110,8 +110,8 @@ async def create_group(ctx: Context, e: dto.CreateGroup) -> ChatHeader:
     store = ctx.services.store
     member_ids = [m for m in (e.member_ids or []) if m != ctx.user.id]
     await _refuse_blocked(ctx, member_ids)
-    await store.ensure_users(member_ids, now_ms())
-    chat = await store.create_group(e.name, e.avatar, ctx.user.id, member_ids, now_ms())
+    await store.ensure_users(member_ids, ctx.now_ms())
+    chat = await store.create_group(e.name, e.avatar, ctx.user.id, member_ids, ctx.now_ms())
     return await chat_header(ctx, chat.id)
 
 
@@ -136,8 +136,8 @@ async def add_group_members(ctx: Context, chat_id: int, e: dto.AddGroupMembers):
     store = ctx.services.store
     await _group_for_member(ctx, chat_id)
     await _refuse_blocked(ctx, e.user_ids)
-    await store.ensure_users(e.user_ids, now_ms())
-    added = await store.add_members(chat_id, e.user_ids, now_ms())
+    await store.ensure_users(e.user_ids, ctx.now_ms())
+    added = await store.add_members(chat_id, e.user_ids, ctx.now_ms())
     if added:
         members = (await store.get_members([chat_id]))[chat_id]
         online = await ctx.services.presence.online(added)

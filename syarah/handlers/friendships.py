@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from syarah.errors import NotFound, Validation
-from syarah.handlers.context import Context, now_ms
+from syarah.handlers.context import Context
 from syarah.protocol import inbound as dto
 from syarah.protocol.outbound import Friendship, FriendshipRecord
 from syarah.types import FriendshipStatus
@@ -46,5 +46,5 @@ async def change_friendship(ctx: Context, other_id: str, action: str):
     # rows about nobody. The other actions need an existing friendship anyway.
     if action in ("request", "block") and await store.get_user(other_id) is None:
         raise NotFound("That user does not exist.")
-    status = await store.change_friendship(ctx.user.id, other_id, action, now_ms())
+    status = await store.change_friendship(ctx.user.id, other_id, action, ctx.now_ms())
     return {"userId": other_id, "status": status}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from syarah.errors import Forbidden, NotFound, Validation
-from syarah.handlers.context import Context, now_ms
+from syarah.handlers.context import Context
 from syarah.protocol import inbound as dto
 from syarah.protocol.media import parse_media_path
 from syarah.protocol.outbound import ChatMessage, MessageReply, Page, to_wire
@@ -66,7 +66,7 @@ async def create_message(ctx: Context, e: dto.CreateMessage):
     try:
         message = await ctx.services.store.add_message(
             e.chat_header_id, ctx.user, e.message, e.message_type, e.caption,
-            e.client_message_id, now_ms(), after_insert=after_insert)
+            e.client_message_id, ctx.now_ms(), after_insert=after_insert)
     except Duplicate as dup:
         # A retry of a message that was stored: answer as the first time, but the
         # room already has it, so nothing is broadcast again.
@@ -122,7 +122,7 @@ async def update_message(ctx: Context, e: dto.UpdateMessage):
         await release.in_transaction(txn, [previous])
 
     message = await store.update_message(
-        e.id, e.chat_header_id, ctx.user.id, e.message, e.caption, now_ms(), check=check,
+        e.id, e.chat_header_id, ctx.user.id, e.message, e.caption, ctx.now_ms(), check=check,
         after_update=after_update if media is not None else None)
     chat_message = ChatMessage.of(message)
     await ctx.services.rooms.to_chat(e.chat_header_id, "messageUpdated", chat_message)

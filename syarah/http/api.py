@@ -6,7 +6,7 @@ import hmac
 
 from syarah.errors import Forbidden, NotFound, Unauthorized
 from syarah.handlers import chats, friendships
-from syarah.handlers.context import now_ms
+from syarah.clock import now_ms
 from syarah.http.base import ApiHandler
 from syarah.protocol import inbound as dto
 from syarah.protocol.fields import Guid, Id, decode

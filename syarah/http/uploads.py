@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import re
-import socket
 import unicodedata
 import urllib.parse
 
@@ -33,6 +32,7 @@ from syarah.http.base import ApiHandler
 from syarah.media.kinds import BY_FOLDER, CONTENT_TYPES
 from syarah.media.service import MIB, MediaService, client_extension, client_file_name
 from syarah.media.sniff import HEAD_BYTES
+from syarah.transport import compat
 from syarah.types import MessageType
 
 log = logging.getLogger("syarah.uploads")
@@ -47,34 +47,6 @@ FORM_SLACK = 16 * 1024
 # input sends a reset, and a reset makes the client's system discard our answer
 # unread: the sender would see "connection reset" instead of the 413.
 LINGER_SECONDS = 2.0
-
-
-def linger_before_close(connection) -> None:
-    """Make Tornado's close of this HTTP connection a lingering one: end our side at
-    once (the client reads the answer, then EOF), keep reading and dropping the rest
-    of the body (Tornado's body loop does that once the answer is finished), and close
-    for real a little later. A client that stops sending first is closed at once by
-    the stream itself."""
-    real_close = connection.close
-    lingering = False
-
-    def close():
-        nonlocal lingering
-        stream = connection.stream
-        if lingering:
-            return
-        if stream is None or stream.closed():
-            real_close()
-            return
-        lingering = True
-        try:
-            stream.socket.shutdown(socket.SHUT_WR)
-        except OSError:
-            real_close()
-            return
-        asyncio.get_running_loop().call_later(LINGER_SECONDS, real_close)
-
-    connection.close = close
 
 
 class TooSlow(ChatError):
@@ -334,7 +306,7 @@ class UploadFileHandler(ApiHandler):
             # The answer comes before the whole body, and the connection closes after
             # it (see LINGER_SECONDS).
             self.closes_early = True
-            linger_before_close(self.request.connection)
+            compat.linger_before_close(self.request.connection, LINGER_SECONDS)
         super().send_error(status_code, **kwargs)
 
     def clear(self):

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from syarah import paths
 from syarah.errors import RateLimited, UnsupportedMedia, Validation
-from syarah.handlers.context import now_ms
+from syarah.clock import now_ms
 from syarah.media import images, sniff
 from syarah.media.kinds import KINDS
 from syarah.protocol.media import URL_PREFIX, parse_media_path

@@ -17,6 +17,7 @@ import random
 import time
 import uuid
 
+from syarah.clock import now_ms
 from syarah.push import metrics
 from syarah.push.fcm import FcmClient, SendResult
 from syarah.push.payload import fcm_message
@@ -39,8 +40,6 @@ MIN_WAIT = 0.02
 MAX_BACKOFF = 600.0
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class PushService:

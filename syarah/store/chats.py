@@ -29,6 +29,17 @@ class ChatStore:
             return None, False
         return rows.chat(row), row[CHAT_WIDTH] is not None
 
+    async def member_of(self, user_id: str, chat_ids: list[int]) -> list[int]:
+        """Those of ``chat_ids`` that ``user_id`` is a member of, in the given order."""
+        if not chat_ids:
+            return []
+        marks = ", ".join("?" * len(chat_ids))
+        found = await self.db.fetchall(
+            f"SELECT chat_header_id FROM chat_members WHERE user_id = ?"
+            f" AND chat_header_id IN ({marks})", user_id, *chat_ids)
+        members = {r[0] for r in found}
+        return [c for c in chat_ids if c in members]
+
     async def get_or_create_individual_chat(self, a: str, b: str, now_ms: int) -> types.Chat:
         low, high = pair(a, b)
         engine = self.db.engine
@@ -182,8 +193,10 @@ class ChatStore:
         return counts
 
     async def presence_audience(self, user_id: str) -> set[str]:
-        """Who sees ``user_id`` come and go: accepted friends and individual-chat
-        partners, except a blocked pair. One query, as it runs on every connect."""
+        """Who sees ``user_id`` come and go: accepted friends, and the partners of a
+        one-to-one chat in which ``user_id`` has written, except a blocked pair.
+        Opening a chat with someone's id does not let one watch them. One query, as
+        it runs on every connect."""
         found = await self.db.fetchall(
             "SELECT other_user_id FROM friendships WHERE user_id = ? AND status = ?"
             " UNION"
@@ -191,6 +204,10 @@ class ChatStore:
             " FROM chat_members cm JOIN chat_headers ch ON ch.id = cm.chat_header_id"
             " LEFT JOIN friendships f ON f.user_id = ch.user_low"
             "  AND f.other_user_id = ch.user_high"
-            " WHERE cm.user_id = ? AND ch.is_group = 0 AND (f.status IS NULL OR f.status <> 3)",
-            user_id, int(FriendshipStatus.ACCEPTED), user_id, user_id)
+            " WHERE cm.user_id = ? AND ch.is_group = 0"
+            "  AND (f.status IS NULL OR f.status <> ?)"
+            "  AND EXISTS (SELECT 1 FROM messages m"
+            "   WHERE m.user_id = ? AND m.chat_header_id = ch.id)",
+            user_id, int(FriendshipStatus.ACCEPTED), user_id, user_id,
+            int(FriendshipStatus.BLOCKED), user_id)
         return {r[0] for r in found}

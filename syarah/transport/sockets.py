@@ -1,5 +1,5 @@
-"""Socket.IO plumbing tuned for the message path, and the reading of packets that
-clients could not have meant; no chat logic here.
+"""The Socket.IO server: its construction, room emits tuned for the message path, and
+the reading of packets that clients could not have meant; no chat logic here.
 
 python-socketio's AsyncManager.emit wraps the send to every member of a room in its
 own asyncio task and waits for them all. Without a callback the send only puts the
@@ -17,6 +17,7 @@ from engineio import packet as eio_packet
 from socketio import packet
 
 from syarah import jsonlib
+from syarah.transport import compat
 
 log = logging.getLogger("syarah.sockets")
 
@@ -51,7 +52,7 @@ class DirectEmit:
             if sid not in skip_sid:
                 for p in eio_pkts:
                     try:
-                        await self.server._send_eio_packet(eio_sid, p)
+                        await compat.send_eio_packet(self.server, eio_sid, p)
                     except Exception:
                         # A socket closing under us must not keep the others from
                         # their copy (as with the library's one task per member).
@@ -117,25 +118,41 @@ def _event_name(doc: str) -> str | None:
 _NAME_DECODER = json.JSONDecoder()
 
 
-class DecodeGuard:
-    """Mixin for socketio.AsyncServer: a packet that cannot be decoded at all (broken
-    JSON, no event name, an unknown packet type) closes its connection with a warning,
-    as an oversized one does. python-socketio would let the ValueError out, and
-    python-engineio would log it with a traceback and keep the connection open."""
+class ChatServer(compat.AckAware, compat.DecodeGuard, compat.ConnectReply,
+                 socketio.AsyncServer):
+    """python-socketio's server, reading packets with EventPacket."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("serializer", EventPacket)
         super().__init__(*args, **kwargs)
 
-    async def _handle_eio_message(self, eio_sid, data):
-        try:
-            return await super()._handle_eio_message(eio_sid, data)
-        except ValueError as exc:
-            # Event handlers answer their own errors, so a ValueError here comes
-            # from reading the packet.
-            log.warning("closing connection %s: unreadable packet (%s)", eio_sid, exc)
-            socket = self.eio.sockets.get(eio_sid)
-            if socket is not None:
-                # Not waiting for the queue to drain: over polling that would hold
-                # this request until the client polls again.
-                await socket.close(wait=False)
+
+# python-engineio decodes at most 16 packets from one polling request and drops the
+# whole request beyond that; socket.io-client batches every event queued while a poll
+# was out (a burst of sends, or what was emitted before connecting) into one request.
+POLLING_PACKETS_PER_REQUEST = 1000
+
+
+def make_socketio(settings, client_manager=None) -> ChatServer:
+    compat.set_max_decode_packets(POLLING_PACKETS_PER_REQUEST)
+    return ChatServer(
+        async_mode="tornado",
+        # The Redis manager for a deployment of several nodes; else the in-process one.
+        client_manager=client_manager or LocalManager(),
+        # Events of one socket run one after another, in the order it sent them, so
+        # its messages are stored and delivered in that order; sockets still run
+        # concurrently with each other.
+        async_handlers=False,
+        cors_allowed_origins=settings.origins,
+        # Clients authenticate with tokens, never cookies: browsers need not send
+        # credentials cross-site, so even the '*' default lends no ambient authority.
+        cors_credentials=False,
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
+        max_http_buffer_size=settings.max_http_buffer_size,
+        # Logger objects rather than booleans: with a boolean python-socketio may add
+        # a handler of its own, which would bypass the redacting one (syarah.logs).
+        logger=logging.getLogger("socketio.server"),
+        engineio_logger=logging.getLogger("engineio.server"),
+        # Measured in bench/: orjson and task-free room emits cut the CPU per message.
+        json=jsonlib)

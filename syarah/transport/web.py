@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
-import socketio
 import tornado.web
 
 from syarah import docs, paths, playground
 from syarah.http import api, uploads
+from syarah.transport import compat
 
 
 _POLLING = re.compile(r"(^|&)transport=polling(?=&|$)")
@@ -25,32 +25,9 @@ def as_websocket_query(query: str) -> str:
 
 
 def socketio_handler(sio, compression: bool):
-    base = socketio.get_tornado_handler(sio)
-
-    class SocketIOHandler(base):
-        def get_compression_options(self):
-            # permessage-deflate keeps a zlib context per socket: ~150 KiB of an idle
-            # connection's ~190 KiB. Chat frames are small, so it is off unless asked.
-            return {} if compression else None
-
-        async def open(self, *args, **kwargs):
-            # A room broadcast and the ack often leave back to back for one socket;
-            # with Nagle's algorithm the second frame waits for the client's delayed
-            # ACK (~40 ms on Linux), which made createMessage take 50 ms on localhost.
-            self.set_nodelay(True)
-            # python-engineio's Tornado driver reads the query from request.query
-            # (translate_request): rewritten there, it serves the WebSocket as one.
-            # tests/test_flutter_transport.py fails loudly if the library stops
-            # reading it from there.
-            self.request.query = as_websocket_query(self.request.query)
-            await super().open(*args, **kwargs)
-
-        def on_message(self, message):
-            # The library's on_message is a coroutine, which Tornado wraps in a task
-            # per frame only to put the frame on an unbounded queue.
-            self.receive_queue.put_nowait(message)
-
-    return SocketIOHandler
+    # tests/test_flutter_transport.py fails loudly if the library stops reading the
+    # query from request.query.
+    return compat.tornado_handler(sio, compression, as_websocket_query)
 
 
 def make_app(services, sio, extra_routes=()) -> tornado.web.Application:

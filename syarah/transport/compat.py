@@ -1,0 +1,234 @@
+"""Every use of a private part of python-socketio, python-engineio or Tornado.
+
+The libraries offer no public way to do what these functions do; each one says what
+it relies on, and tests/test_compat.py fails by name when an upgrade changes one of
+them. Nothing else in the project reaches into the libraries' internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import socket as _socket
+
+import engineio.payload
+import socketio
+import socketio.packet
+
+log = logging.getLogger("syarah.transport")
+
+
+# -- python-socketio ---------------------------------------------------------------
+
+# Whether the client asked for an ack: python-socketio does not pass the packet id to
+# event handlers, so AckAware records it for the task that handles the event.
+ack_requested: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "ack_requested", default=True)
+
+
+class AckAware:
+    """Mixin for socketio.AsyncServer. Relies on: AsyncServer._handle_event_internal
+    (server, sid, eio_sid, data, namespace, id), called in the task that runs the
+    event handler."""
+
+    async def _handle_event_internal(self, server, sid, eio_sid, data, namespace, id):
+        ack_requested.set(id is not None)
+        return await super()._handle_event_internal(
+            server, sid, eio_sid, data, namespace, id)
+
+
+class DecodeGuard:
+    """Mixin for socketio.AsyncServer: a packet that cannot be decoded at all (broken
+    JSON, no event name, an unknown packet type) closes its connection with a warning,
+    as an oversized one does. python-socketio would let the ValueError out, and
+    python-engineio would log it with a traceback and keep the connection open.
+    Relies on: AsyncServer._handle_eio_message(eio_sid, data)."""
+
+    async def _handle_eio_message(self, eio_sid, data):
+        try:
+            return await super()._handle_eio_message(eio_sid, data)
+        except ValueError as exc:
+            # Event handlers answer their own errors, so a ValueError here comes
+            # from reading the packet.
+            log.warning("closing connection %s: unreadable packet (%s)", eio_sid, exc)
+            socket = self.eio.sockets.get(eio_sid)
+            if socket is not None:
+                # Not waiting for the queue to drain: over polling that would hold
+                # this request until the client polls again.
+                await socket.close(wait=False)
+
+
+class ConnectReply:
+    """Mixin for socketio.AsyncServer: more data in the CONNECT reply of a sid (the
+    recovery pid beside the sid). Relies on: AsyncServer._send_packet(eio_sid, pkt)
+    sending the CONNECT reply as a packet whose data is {'sid': sid}."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._connect_reply: dict[str, dict] = {}
+
+    async def _send_packet(self, eio_sid, pkt):
+        if pkt.packet_type == socketio.packet.CONNECT and isinstance(pkt.data, dict):
+            extra = self._connect_reply.pop(pkt.data.get("sid"), None)
+            if extra:
+                pkt.data = {**pkt.data, **extra}
+        return await super()._send_packet(eio_sid, pkt)
+
+
+def add_to_connect_reply(sio, sid: str, **data) -> None:
+    """Set just before the connect handler returns: nothing can refuse the
+    connection after that, so the entry is always taken by the reply."""
+    sio._connect_reply[sid] = data
+
+
+async def send_eio_packet(sio: socketio.AsyncServer, eio_sid: str, pkt) -> None:
+    """Put an encoded Engine.IO packet on one socket's queue. Relies on:
+    AsyncServer._send_eio_packet(eio_sid, eio_pkt)."""
+    await sio._send_eio_packet(eio_sid, pkt)
+
+
+def set_max_decode_packets(count: int) -> None:
+    """python-engineio decodes at most 16 packets from one polling request and drops
+    the whole request beyond that. Relies on: engineio.payload.Payload's class
+    attribute max_decode_packets."""
+    engineio.payload.Payload.max_decode_packets = count
+
+
+# -- python-engineio sockets -------------------------------------------------------
+
+def engine_socket(sio: socketio.AsyncServer, sid: str):
+    """The Engine.IO socket under a Socket.IO sid of the default namespace, or None.
+    Relies on: AsyncManager.eio_sid_from_sid and AsyncServer.eio.sockets."""
+    eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+    if eio_sid is None:
+        return None
+    return sio.eio.sockets.get(eio_sid)
+
+
+def is_open(sio: socketio.AsyncServer, sid: str) -> bool:
+    """Whether the transport under ``sid`` is still there. python-socketio runs no
+    disconnect handler for a connection that closes while its connect handler is
+    still running, so the connect handler asks this after each wait. Relies on:
+    engineio AsyncSocket.closed."""
+    socket = engine_socket(sio, sid)
+    return socket is not None and not socket.closed
+
+
+def engine_sockets(sio: socketio.AsyncServer) -> list:
+    return list(sio.eio.sockets.values())
+
+
+async def close_transport(sio: socketio.AsyncServer, sid: str | None = None,
+                          socket=None) -> None:
+    """Close at the Engine.IO level, as a server going away does: socket.io-client
+    sees "transport close" and reconnects by itself (a Socket.IO DISCONNECT would
+    be "io server disconnect", after which it never reconnects). Relies on:
+    AsyncSocket.close(wait=, reason=), AsyncServer.reason.SERVER_DISCONNECT, and
+    the WebSocket writer ending at a None on AsyncSocket.queue."""
+    if socket is None:
+        socket = engine_socket(sio, sid)
+    if socket is not None and not socket.closed:
+        # Not waiting for the queue to drain: over polling that would hold the close
+        # until the client polls again.
+        await socket.close(wait=False, reason=sio.eio.reason.SERVER_DISCONNECT)
+        if socket.upgraded:
+            # socket.io-client ignores the CLOSE packet itself; a None after it makes
+            # the WebSocket writer end and close the connection, which it does see.
+            socket.queue.put_nowait(None)
+
+
+async def flush(socket) -> None:
+    """Wait until a WebSocket's queue has been written. Relies on: AsyncSocket.queue
+    (an asyncio.Queue whose task_done follows each write) and .upgraded."""
+    if socket.upgraded:
+        await socket.queue.join()
+
+
+def release_long_poll(sio: socketio.AsyncServer, sid: str) -> None:
+    """A polling client that says goodbye still has a GET waiting for packets;
+    python-engineio would hold it until ping_interval + ping_timeout (45 s) ran out.
+    An empty wake-up answers it now, as Node's engine.io does. Relies on: a None on
+    AsyncSocket.queue ending the poll."""
+    try:
+        socket = engine_socket(sio, sid)
+        if socket is not None and not socket.upgraded:
+            socket.queue.put_nowait(None)
+    except Exception:   # never let this break a disconnect
+        log.debug("long poll of %s not released", sid, exc_info=True)
+
+
+# -- python-engineio's Tornado handler --------------------------------------------
+
+def tornado_handler(sio: socketio.AsyncServer, compression: bool, rewrite_query):
+    """python-engineio's Tornado request handler, with what the message path needs.
+    Relies on: the handler's receive_queue (frames of a WebSocket go there) and
+    translate_request reading the query from request.query."""
+    base = socketio.get_tornado_handler(sio)
+
+    class SocketIOHandler(base):
+        def get_compression_options(self):
+            # permessage-deflate keeps a zlib context per socket: ~150 KiB of an idle
+            # connection's ~190 KiB. Chat frames are small, so it is off unless asked.
+            return {} if compression else None
+
+        async def open(self, *args, **kwargs):
+            # A room broadcast and the ack often leave back to back for one socket;
+            # with Nagle's algorithm the second frame waits for the client's delayed
+            # ACK (~40 ms on Linux), which made createMessage take 50 ms on localhost.
+            self.set_nodelay(True)
+            self.request.query = rewrite_query(self.request.query)
+            await super().open(*args, **kwargs)
+
+        def on_message(self, message):
+            # The library's on_message is a coroutine, which Tornado wraps in a task
+            # per frame only to put the frame on an unbounded queue.
+            self.receive_queue.put_nowait(message)
+
+    return SocketIOHandler
+
+
+def tornado_request(environ: dict):
+    """The Tornado request under a Socket.IO connection, or None. Relies on:
+    python-engineio's Tornado driver putting its handler in environ['tornado.handler']
+    (its REMOTE_ADDR is a fixed 127.0.0.1; the request knows the peer)."""
+    handler = environ.get("tornado.handler")
+    return handler.request if handler is not None else None
+
+
+# -- Tornado -----------------------------------------------------------------------
+
+def option(parser, name: str):
+    """A tornado.options option by name, to parse text into it. Relies on:
+    OptionParser._options and OptionParser._normalize_name."""
+    return parser._options[parser._normalize_name(name)]
+
+
+def linger_before_close(connection, seconds: float) -> None:
+    """Make Tornado's close of this HTTP connection a lingering one: end our side at
+    once (the client reads the answer, then EOF), keep reading and dropping the rest
+    of the body (Tornado's body loop does that once the answer is finished), and close
+    for real a little later. A client that stops sending first is closed at once by
+    the stream itself. Closing a socket with unread input sends a reset, and a reset
+    makes the client's system discard our answer unread. Relies on: HTTP1Connection
+    .stream and .close."""
+    real_close = connection.close
+    lingering = False
+
+    def close():
+        nonlocal lingering
+        stream = connection.stream
+        if lingering:
+            return
+        if stream is None or stream.closed():
+            real_close()
+            return
+        lingering = True
+        try:
+            stream.socket.shutdown(_socket.SHUT_WR)
+        except OSError:
+            real_close()
+            return
+        asyncio.get_running_loop().call_later(seconds, real_close)
+
+    connection.close = close
