@@ -120,6 +120,7 @@ class Services:
     settings: Any
     media: Any = None
     push: Any = None
+    limits: Any = None   # syarah.ratelimit.Limits; None: nothing is limited
 
 
 @dataclass
