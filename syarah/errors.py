@@ -54,6 +54,11 @@ class RateLimited(ChatError):
     status = 429
     default_message = "Too many requests; slow down."
 
+    def __init__(self, message: str | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        # Seconds until the action is allowed again (HTTP's Retry-After), when known.
+        self.retry_after = retry_after
+
 
 class Unavailable(ChatError):
     code = "UNAVAILABLE"

@@ -123,6 +123,36 @@ _DEFS = [
     ("rate_connect_user", "30/60", str, "Socket.IO connection attempts per user"),
     ("rate_connect_address", "600/60", str,
      "Socket.IO connection attempts per client address"),
+    # Every other event, per user (all the user's sockets on a node share a bucket).
+    # Each is several times what a person does in the fastest client flow, so only a
+    # script meets it.
+    ("rate_find_all_messages_user", "60/10", str,
+     "findAllMessages per user (opening chats and scrolling back, a page each)"),
+    ("rate_find_all_chat_headers_user", "60/10", str,
+     "findAllChatHeaders per user (clients refresh their chat list as messages arrive)"),
+    ("rate_get_my_chats_user", "60/10", str, "getMyChats per user"),
+    ("rate_get_my_friendships_user", "30/10", str,
+     "getMyFriendships and GET /api/friendships per user"),
+    # The API document's own client opens a chat with every friend at once, so the
+    # burst is as large as the rooms a socket may hold.
+    ("rate_join_room_user", "500/60", str,
+     "joinRoom and GET /api/chat/getChatHeaderAsync per user"),
+    ("rate_leave_room_user", "500/60", str, "leaveRoom per user"),
+    ("rate_read_message_user", "60/10", str,
+     "readMessage per user (clients mark a chat read as each message arrives)"),
+    ("rate_update_message_user", "30/10", str, "updateMessage per user"),
+    ("rate_remove_message_user", "30/10", str, "removeMessage per user"),
+    ("rate_friend_request_user", "30/600", str, "POST /api/friendships per user"),
+    ("rate_friendship_change_user", "60/60", str,
+     "accept, reject, block, unblock and delete of friendships per user"),
+    ("rate_group_create_user", "20/600", str, "POST /api/chat/groups per user"),
+    ("rate_group_members_user", "60/60", str,
+     "adding and removing group members per user (one request, any number of ids)"),
+    ("rate_device_user", "20/60", str,
+     "push device registrations and removals per user"),
+    ("friend_request_cooldown_hours", 24.0, float,
+     "after a user rejects a request, hours before its sender may ask them again "
+     "(0: at once)"),
     ("max_sockets_per_user", 20, int, "open sockets one user may hold on this node"),
     ("max_rooms_per_socket", 500, int, "chat rooms one socket may have joined at once"),
     ("max_tokenless_sockets_per_address", 100, int,
@@ -205,6 +235,21 @@ class Settings:
     rate_room_typing_address: str
     rate_connect_user: str
     rate_connect_address: str
+    rate_find_all_messages_user: str
+    rate_find_all_chat_headers_user: str
+    rate_get_my_chats_user: str
+    rate_get_my_friendships_user: str
+    rate_join_room_user: str
+    rate_leave_room_user: str
+    rate_read_message_user: str
+    rate_update_message_user: str
+    rate_remove_message_user: str
+    rate_friend_request_user: str
+    rate_friendship_change_user: str
+    rate_group_create_user: str
+    rate_group_members_user: str
+    rate_device_user: str
+    friend_request_cooldown_hours: float
     max_sockets_per_user: int
     max_rooms_per_socket: int
     max_tokenless_sockets_per_address: int

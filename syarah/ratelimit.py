@@ -8,6 +8,7 @@ spread over N nodes may reach N times the rate, which is still bounded.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -60,6 +61,14 @@ class TokenBuckets:
             self._prune(now)
         return True
 
+    def wait(self, key: str) -> float:
+        """Seconds until ``key``'s bucket holds a whole token again."""
+        held = self._buckets.get(key)
+        if held is None:
+            return 0.0
+        tokens = held[0] + (self.clock() - held[1]) * self.refill
+        return max(0.0, (1 - tokens) / self.refill)
+
     def _prune(self, now: float):
         full = [k for k, (tokens, at) in self._buckets.items()
                 if tokens + (now - at) * self.refill >= self.capacity]
@@ -70,12 +79,47 @@ class TokenBuckets:
         return len(self._buckets)
 
 
-# The limited actions, the words used in replies, options and metrics.
+# The limited actions, the words used in replies, options and metrics: the option of
+# each scope, None where that scope has none. Every event of the route table must
+# be here (a test walks the table); REST actions use the names below the events.
 ACTIONS = {
     "createMessage": ("rate_create_message_user", "rate_create_message_address"),
     "roomTyping": ("rate_room_typing_user", "rate_room_typing_address"),
     "connect": ("rate_connect_user", "rate_connect_address"),
+    "findAllMessages": ("rate_find_all_messages_user", None),
+    "findAllChatHeaders": ("rate_find_all_chat_headers_user", None),
+    "getMyChats": ("rate_get_my_chats_user", None),
+    "getMyFriendships": ("rate_get_my_friendships_user", None),
+    "joinRoom": ("rate_join_room_user", None),
+    "leaveRoom": ("rate_leave_room_user", None),
+    "readMessage": ("rate_read_message_user", None),
+    "updateMessage": ("rate_update_message_user", None),
+    "removeMessage": ("rate_remove_message_user", None),
+    "friendRequest": ("rate_friend_request_user", None),
+    "friendshipChange": ("rate_friendship_change_user", None),
+    "groupCreate": ("rate_group_create_user", None),
+    "groupMembers": ("rate_group_members_user", None),
+    "device": ("rate_device_user", None),
 }
+
+# How a refusal names the REST actions; events go by their own name.
+ACTION_WORDS = {
+    "friendRequest": "friend requests",
+    "friendshipChange": "friendship changes",
+    "groupCreate": "new groups",
+    "groupMembers": "group member changes",
+    "device": "device registrations",
+}
+
+
+def in_words(seconds: float) -> str:
+    """A wait as a person says it: 40 seconds, 3 minutes, 5 hours."""
+    seconds = max(1, math.ceil(seconds))
+    if seconds < 90:
+        return f"{seconds} second{'s' if seconds > 1 else ''}"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} minutes"
+    return f"{round(seconds / 3600)} hours"
 
 
 class Limits:
@@ -85,6 +129,8 @@ class Limits:
         self.buckets: dict[tuple[str, str], TokenBuckets] = {}
         for action, names in ACTIONS.items():
             for scope, name in zip(("user", "address"), names):
+                if name is None:
+                    continue
                 rate = Rate.parse(getattr(settings, name), name)
                 if rate is not None:
                     self.buckets[(action, scope)] = TokenBuckets(rate)
@@ -107,5 +153,7 @@ class Limits:
             if not bucket.take(key):
                 self.on_limited(action, scope)
                 what = "this address" if scope == "address" else "you"
-                raise RateLimited(f"Too many {action} requests from {what}; "
-                                  "slow down and try again in a moment.")
+                wait = bucket.wait(key)
+                words = ACTION_WORDS.get(action, f"{action} requests")
+                raise RateLimited(f"Too many {words} from {what}; slow down and try "
+                                  f"again in {in_words(wait)}.", retry_after=wait)

@@ -80,6 +80,7 @@ class Node:
             await services.push.start()
         limits = Limits(s, on_limited=lambda action, scope:
                         metrics.RATE_LIMITED.labels(action, scope).inc())
+        services.limits = limits
         self.namespace = ChatNamespace(
             services, registry, observer=metrics.MetricsObserver(EVENTS), limits=limits)
         sio.register_namespace(self.namespace)

@@ -29,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from syarah.auth import mint  # noqa: E402
+from syarah.options import NAMES  # noqa: E402
 
 SECRET = "test-secret-0123456789-abcdefghijklmnop"
 MYSQL_URL = os.environ.get("SYARAH_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test")
@@ -81,10 +82,9 @@ def new_database_url(kind: str) -> tuple[str, callable]:
 
 # Every test client speaks from 127.0.0.1 and the suite replays many users' traffic in
 # seconds, so test servers run without rate limits unless a test's flags set them
-# (later flags win); tests/test_production.py tests the limits themselves.
-NO_RATE_LIMITS = tuple(f"--rate-{action}-{scope}=0"
-                       for action in ("create-message", "room-typing", "connect")
-                       for scope in ("user", "address"))
+# (later flags win); tests/test_production.py and tests/test_limits.py test the
+# limits themselves.
+NO_RATE_LIMITS = tuple(f"--{name}=0" for name in NAMES if name.startswith("rate_"))
 
 
 class ServerProcess:

@@ -1,5 +1,5 @@
 """The protocol documents the server serves: valid for each format's own validator,
-complete against the dispatcher's event table and the URL table, and true to the
+complete against the route table and the URL table, and true to the
 replies and broadcasts a real server sends."""
 
 from __future__ import annotations
@@ -98,11 +98,11 @@ def _schema(doc: dict, schema: dict) -> dict:
     return schema
 
 
-def test_every_event_of_the_dispatcher_table_is_documented_with_its_aliases(server):
+def test_every_event_of_the_route_table_is_documented_with_its_aliases(server):
     _, doc = served(server, "asyncapi")
     received = _operations(doc, "receive")
     missing = sorted(set(EVENTS) - set(received))
-    assert not missing, f"events of the dispatcher table missing from AsyncAPI: {missing}"
+    assert not missing, f"events of the route table missing from AsyncAPI: {missing}"
     for event, route in EVENTS.items():
         payload = _schema(doc, received[event]["payload"])
         names = {n for f in dataclasses.fields(route.dto) for n in f.metadata["names"]}

@@ -119,14 +119,16 @@ async def test_friend_request_is_answered_by_the_addressee_only(server, clients)
     assert_failure(*ann.http("DELETE", f"/api/friendships/{bob.id}"), 404)
 
 
-async def test_rejected_request_can_be_asked_again(server):
+async def test_rejected_request_waits_for_the_sender_not_for_the_one_who_rejected(server):
     ann, bob = User(server, "Ann"), User(server, "Bob")
     await register(ann, bob)
     ok(*ann.http("POST", "/api/friendships", {"userId": bob.id}))
     assert ok(*bob.http("POST", f"/api/friendships/{ann.id}/reject"))["status"] == 2
     assert friendship_with(ann, bob)["status"] == 2
     assert_failure(*bob.http("POST", f"/api/friendships/{ann.id}/accept"), 404)
-    assert ok(*ann.http("POST", "/api/friendships", {"userId": bob.id}))["status"] == 0
+    # The cool-down after a rejection (tests/test_limits.py): Ann waits, Bob may ask.
+    assert_failure(*ann.http("POST", "/api/friendships", {"userId": bob.id}), 429)
+    assert ok(*bob.http("POST", "/api/friendships", {"userId": ann.id}))["status"] == 0
 
 
 async def test_request_from_both_sides_is_an_acceptance(server):

@@ -193,6 +193,10 @@ Every client event takes an optional ack callback: the success reply described f
 the event, or the Error object `{error, code}`. Sent without a callback, a failed
 event's Error comes back as the `exception` event instead. Numeric ids may be sent as
 numbers or numeric strings; times are ISO 8601 UTC with milliseconds.
+
+Every event has a per-user rate limit (`rate_<event>_user` in the server's settings),
+far above what a person does; beyond it the event answers `RATE_LIMITED`, saying
+when to try again.
 """
 
 

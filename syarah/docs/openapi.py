@@ -24,7 +24,8 @@ FAILURES = {
     409: "Conflicts with the current state.",
     413: "The body or the upload is larger than allowed.",
     415: "That kind of file is not accepted for this messageType.",
-    429: "Too many requests or uploads; slow down.",
+    429: "Too many requests or uploads, or a rejected friend request asked again too "
+         "soon; Retry-After gives the seconds to wait where the wait is known.",
     503: "The chat store is unavailable; try again shortly.",
 }
 
@@ -137,37 +138,40 @@ def _paths(r: Registry) -> dict:
             "security": []}},
         "/api/chat/getChatHeaderAsync": {"get": _op(
             "Get or create the individual chat of two users", header,
-            fails=(400, 401, 403, 503),
+            fails=(400, 401, 403, 429, 503),
             description="The caller must be one of the two.",
             params=[_param("user1Id", GUID, "query"), _param("user2Id", GUID, "query")])},
         "/api/friendships": {
             "get": _op("Your friendships, pending and blocked ones included",
                        {"type": "array", "items": r.ref(outbound.FriendshipRecord)},
-                       fails=(401, 503)),
+                       fails=(401, 429, 503)),
             "post": _op("Ask a user for friendship", friendship,
-                        body=r.ref(inbound.FriendRequest), fails=(400, 401, 404, 503)),
+                        body=r.ref(inbound.FriendRequest), fails=(400, 401, 404, 429, 503),
+                        description="After the user rejected your request, asking again "
+                                    "waits friend_request_cooldown_hours (24 by "
+                                    "default): 429 until then. They may still ask you."),
         },
         "/api/friendships/{userId}": {"delete": _op(
             "End a friendship", friendship, params=[user_param],
-            fails=(400, 401, 404, 503))},
+            fails=(400, 401, 404, 429, 503))},
     }
     for action, what in (("accept", "Accept a friendship request"),
                          ("reject", "Reject a friendship request"),
                          ("block", "Block a user"), ("unblock", "Unblock a user")):
         paths[f"/api/friendships/{{userId}}/{action}"] = {"post": _op(
-            what, friendship, params=[user_param], fails=(400, 401, 404, 409, 503))}
+            what, friendship, params=[user_param], fails=(400, 401, 404, 409, 429, 503))}
     paths |= {
         "/api/chat/groups": {"post": _op(
             "Create a group chat", header, body=r.ref(inbound.CreateGroup), status=201,
-            fails=(400, 401, 403, 404, 503))},
+            fails=(400, 401, 403, 404, 429, 503))},
         "/api/chat/groups/{id}/members": {"post": _op(
             "Add members to a group", header, body=r.ref(inbound.AddGroupMembers),
-            params=[group_param], fails=(400, 401, 403, 404, 503),
+            params=[group_param], fails=(400, 401, 403, 404, 429, 503),
             description="Sends onMemberJoin to the group's room for each new member.")},
         "/api/chat/groups/{id}/members/{userId}": {"delete": _op(
             "Remove a member from a group (or leave it)",
             _object(chatHeaderId=INTEGER, userId=GUID, removed={"const": True}),
-            params=[group_param, user_param], fails=(400, 401, 403, 404, 503),
+            params=[group_param, user_param], fails=(400, 401, 403, 404, 429, 503),
             description="Only the group's creator may remove others.")},
         "/api/admin/users/{id}": {"put": _op(
             "Set a user's name and avatar (for the main backend)",
@@ -180,11 +184,11 @@ def _paths(r: Registry) -> dict:
         "/api/chat/devices": {"post": _op(
             "Register a device token for push",
             _object(token={"type": "string"}, platform={"type": "string"}),
-            body=r.ref(inbound.RegisterDevice))},
+            body=r.ref(inbound.RegisterDevice), fails=(400, 401, 429, 503))},
         "/api/chat/devices/{token}": {"delete": _op(
             "Unregister one of your device tokens",
             _object(token={"type": "string"}, removed={"const": True}),
-            params=[_param("token", {"type": "string"})], fails=(401, 404, 503))},
+            params=[_param("token", {"type": "string"})], fails=(401, 404, 429, 503))},
         "/healthz": {"get": _op("The process is up", _object(status={"const": "up"}),
                                 fails=(), security=[])},
         "/readyz": {"get": _op("The store is reachable",

@@ -38,7 +38,8 @@ def kind_schema(kind: k.Kind, ref) -> dict:
         if kind.clamp_hi:
             return _number(kind.lo, None, f"At least {kind.lo}; larger values count as "
                                           f"{kind.hi}.")
-        return _number(kind.lo, kind.hi, f"From {kind.lo} to {kind.hi}.")
+        return _number(kind.lo, kind.hi,
+                       " ".join(filter(None, (f"From {kind.lo} to {kind.hi}.", kind.beyond))))
     if isinstance(kind, k.Text):
         schema = {"type": "string", "maxLength": kind.max_len}
         if kind.min_len:

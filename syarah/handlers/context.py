@@ -46,6 +46,8 @@ class Services:
     media: Any = None
     push: Any = None
     clock: Clock = field(default=SYSTEM)
+    # syarah.ratelimit.Limits; None: nothing is limited
+    limits: Any = None
 
 
 @dataclass

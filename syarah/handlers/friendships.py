@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from syarah.errors import NotFound, Validation
+from syarah.errors import NotFound, RateLimited, Validation
 from syarah.handlers.context import Context
 from syarah.protocol import inbound as dto
 from syarah.protocol.outbound import Friendship, FriendshipRecord
+from syarah.ratelimit import in_words
 from syarah.types import FriendshipStatus
 
 ACTIONS = ("request", "accept", "reject", "block", "unblock", "delete")
@@ -46,5 +47,27 @@ async def change_friendship(ctx: Context, other_id: str, action: str):
     # rows about nobody. The other actions need an existing friendship anyway.
     if action in ("request", "block") and await store.get_user(other_id) is None:
         raise NotFound("That user does not exist.")
-    status = await store.change_friendship(ctx.user.id, other_id, action, ctx.now_ms())
+    now = ctx.now_ms()
+    if action == "request":
+        await _refuse_too_soon(ctx, other_id, now)
+    status = await store.change_friendship(ctx.user.id, other_id, action, now)
+    if action == "reject":
+        # A reject succeeds only on a request the other user made.
+        await store.note_rejection(other_id, ctx.user.id, now)
     return {"userId": other_id, "status": status}
+
+
+async def _refuse_too_soon(ctx: Context, other_id: str, now: int) -> None:
+    """A user whose request was rejected may not ask the same person again for a
+    while, so a refusal cannot be answered with the same request over and over. The
+    other person may still ask; asking back then is an acceptance, never refused."""
+    cooldown_ms = ctx.services.settings.friend_request_cooldown_hours * 3_600_000
+    store = ctx.services.store
+    rejected = await store.rejected_at(ctx.user.id, other_id) if cooldown_ms > 0 else None
+    if rejected is None or now - rejected >= cooldown_ms:
+        return
+    if await store.friendship_status(ctx.user.id, other_id) == FriendshipStatus.PENDING:
+        return   # their request to the caller, or the caller's own (the store says so)
+    wait = (rejected + cooldown_ms - now) / 1000
+    raise RateLimited("This user declined your friend request; you can ask again in "
+                      f"{in_words(wait)}.", retry_after=wait)

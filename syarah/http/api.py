@@ -7,7 +7,7 @@ import hmac
 from syarah.errors import Forbidden, NotFound, Unauthorized
 from syarah.handlers import chats, friendships
 from syarah.clock import now_ms
-from syarah.http.base import ApiHandler
+from syarah.http.base import ApiHandler, rate_limited
 from syarah.protocol import inbound as dto
 from syarah.protocol.fields import Guid, Id, decode
 from syarah.types import User
@@ -24,6 +24,7 @@ def _id(value: str) -> int:
 class ChatHeaderHandler(ApiHandler):
     """GET /api/chat/getChatHeaderAsync?user1Id=&user2Id="""
 
+    @rate_limited("joinRoom")   # gets or creates a chat, as joinRoom does
     async def get(self):
         ctx = await self.context()
         user1 = _guid(self.get_query_argument("user1Id", ""), "user1Id")
@@ -32,9 +33,11 @@ class ChatHeaderHandler(ApiHandler):
 
 
 class FriendshipsHandler(ApiHandler):
+    @rate_limited("getMyFriendships")
     async def get(self):
         self.reply(await friendships.list_friendships(await self.context()))
 
+    @rate_limited("friendRequest")
     async def post(self):
         ctx = await self.context()
         body = decode(dto.FriendRequest, self.json_body())
@@ -44,6 +47,7 @@ class FriendshipsHandler(ApiHandler):
 class FriendshipHandler(ApiHandler):
     """DELETE /api/friendships/{userId}"""
 
+    @rate_limited("friendshipChange")
     async def delete(self, user_id):
         ctx = await self.context()
         self.reply(await friendships.change_friendship(ctx, _guid(user_id, "userId"), "delete"))
@@ -52,12 +56,14 @@ class FriendshipHandler(ApiHandler):
 class FriendshipActionHandler(ApiHandler):
     """POST /api/friendships/{userId}/accept|reject|block|unblock"""
 
+    @rate_limited("friendshipChange")
     async def post(self, user_id, action):
         ctx = await self.context()
         self.reply(await friendships.change_friendship(ctx, _guid(user_id, "userId"), action))
 
 
 class GroupsHandler(ApiHandler):
+    @rate_limited("groupCreate")
     async def post(self):
         ctx = await self.context()
         self.reply(await chats.create_group(ctx, decode(dto.CreateGroup, self.json_body())),
@@ -65,11 +71,13 @@ class GroupsHandler(ApiHandler):
 
 
 class GroupMembersHandler(ApiHandler):
+    @rate_limited("groupMembers")
     async def post(self, chat_id):
         ctx = await self.context()
         body = decode(dto.AddGroupMembers, self.json_body())
         self.reply(await chats.add_group_members(ctx, _id(chat_id), body))
 
+    @rate_limited("groupMembers")
     async def delete(self, chat_id, user_id):
         ctx = await self.context()
         self.reply(await chats.remove_group_member(ctx, _id(chat_id), _guid(user_id, "userId")))
@@ -98,6 +106,7 @@ class DevicesHandler(ApiHandler):
     the caller's devices for push (CONTRACT §5). Registered even with push off, so
     that turning it on later finds the devices already known."""
 
+    @rate_limited("device")
     async def post(self):
         ctx = await self.context()
         body = decode(dto.RegisterDevice, self.json_body())
@@ -106,6 +115,7 @@ class DevicesHandler(ApiHandler):
                                                   now_ms())
         self.reply({"token": body.token, "platform": platform})
 
+    @rate_limited("device")
     async def delete(self, token):
         ctx = await self.context()
         if not await self.services.store.unregister_device(token, ctx.user.id):

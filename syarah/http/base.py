@@ -3,8 +3,10 @@ one place where a ChatError becomes an HTTP reply."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import sys
 
 import tornado.web
@@ -60,6 +62,8 @@ class ApiHandler(tornado.web.RequestHandler):
         else:
             message = self._reason if status_code < 500 else "Something went wrong on the server."
         self.set_header("Content-Type", "application/json; charset=utf-8")
+        if getattr(exc, "retry_after", None):
+            self.set_header("Retry-After", str(math.ceil(exc.retry_after)))
         self.finish(json.dumps({"success": False, "data": None, "message": message}))
 
     def _handle_request_exception(self, e):
@@ -95,3 +99,18 @@ class ApiHandler(tornado.web.RequestHandler):
         if not isinstance(data, dict):
             raise Validation("The request body must be a JSON object.")
         return data
+
+
+def rate_limited(action: str):
+    """Spend one of the caller's ``action`` tokens (syarah.ratelimit) before the
+    handler method runs; over the limit the request answers 429 with Retry-After."""
+    def decorate(method):
+        @functools.wraps(method)
+        async def limited(self: ApiHandler, *args):
+            limits = self.services.limits
+            if limits is not None:
+                user_id = self.services.verifier.verify(self.bearer()).user.id
+                limits.check(action, user_id=user_id)
+            return await method(self, *args)
+        return limited
+    return decorate

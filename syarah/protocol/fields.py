@@ -53,15 +53,18 @@ class Id(Kind):
 
 
 class Int(Kind):
-    def __init__(self, lo: int, hi: int, clamp_hi: bool = False):
+    def __init__(self, lo: int, hi: int, clamp_hi: bool = False, beyond: str = ""):
         self.lo, self.hi, self.clamp_hi = lo, hi, clamp_hi
+        # A sentence for a client that asks for more than hi: what to do instead.
+        self.beyond = beyond
 
     def parse(self, value, name):
         number = _to_int(value, name)
         if number > self.hi and self.clamp_hi:
             return self.hi
         if not self.lo <= number <= self.hi:
-            raise Validation(f"{name} must be between {self.lo} and {self.hi}.")
+            hint = f" {self.beyond}" if number > self.hi and self.beyond else ""
+            raise Validation(f"{name} must be between {self.lo} and {self.hi}.{hint}")
         return number
 
 

@@ -24,7 +24,11 @@ MAX_DELETE_IDS = 100
 # thousands; at ~50 bytes an entry, 5 000 is what fits the 256 KiB Socket.IO packet.
 # Only the entries of rooms on the returned page are used, in one query.
 MAX_SYNC_ROOMS = 5_000
-MAX_SKIP = 1_000_000
+# An OFFSET makes the store read and drop every skipped row: deep pages go by
+# lastMessageId, which an index answers at any depth.
+MAX_SKIP = 10_000
+SKIP_MESSAGES_BEYOND = ("To read further back, page with lastMessageId (the oldest "
+                        "message you have) and skipCount 0.")
 
 TOKEN = ("accessToken", "AccessToken")
 
@@ -48,7 +52,8 @@ class CreateMessage:
 class FindAllMessages:
     chat_header_id: int = wire(Id(), "chatHeaderId", "ChatHeaderId", required=True)
     last_message_id: int | None = wire(Id(), "lastMessageId", "LastMessageId")
-    skip_count: int = wire(Int(0, MAX_SKIP), "skipCount", "SkipCount", default=0)
+    skip_count: int = wire(Int(0, MAX_SKIP, beyond=SKIP_MESSAGES_BEYOND),
+                           "skipCount", "SkipCount", default=0)
     max_result_count: int = wire(
         Int(1, PAGE_MAX, clamp_hi=True), "maxResultCount", "MaxResultCount",
         default=PAGE_DEFAULT_MESSAGES)

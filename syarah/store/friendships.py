@@ -51,6 +51,20 @@ class FriendshipStore:
             user_id, -1 if status is None else status, -1 if status is None else status)
         return [types.Friend(rows.user(r[:3]), r[3], r[4], r[5]) for r in found]
 
+    async def note_rejection(self, user_id: str, rejected_by: str, now_ms: int) -> None:
+        """``rejected_by`` has just rejected a friend request from ``user_id``."""
+        sql = self.db.engine.upsert(
+            "friend_rejections", ("user_id", "rejected_by"),
+            ("user_id", "rejected_by", "rejected_ms"), ("rejected_ms",))
+        await self.db.execute(sql, user_id, rejected_by, now_ms)
+
+    async def rejected_at(self, user_id: str, rejected_by: str) -> int | None:
+        """When ``rejected_by`` last rejected a friend request from ``user_id``."""
+        row = await self.db.fetchone(
+            "SELECT rejected_ms FROM friend_rejections WHERE user_id = ? AND rejected_by = ?",
+            user_id, rejected_by)
+        return row[0] if row else None
+
     async def _get(self, txn, user_id, other_id):
         return await txn.fetchone(
             "SELECT status, requested_by, blocked_by FROM friendships"
