@@ -83,3 +83,11 @@ async def announce(services: Services, socket: SocketState, active: bool) -> Non
     if partners:
         await services.rooms.to_users(
             partners, "clientStatus", ClientStatus(socket.user_id, socket.client_type, active))
+
+
+async def announce_gone(services: Services, user_ids) -> None:
+    """The node that held these users' sockets crashed: their partners hear that they
+    went, as from their last disconnect (which device it was died with the node)."""
+    for user_id in user_ids:
+        await announce(services, SocketState(sid="", user_id=user_id,
+                                             client_type="unknown"), False)
