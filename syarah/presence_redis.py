@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # A removal another node has not heard yet is retried this long (Redis away, or that
 # node not yet resubscribed after Redis came back).
 REMOVAL_RETRY_SECONDS = 60.0
+# Rounds of writing the counts that changed during a rewrite, before starting over.
+REWRITE_ROUNDS = 5
 
 
 def _text(value) -> str:
@@ -52,9 +54,10 @@ class RedisPresence(Presence):
         self.node_id = uuid.uuid4().hex[:12]
         self.local = LocalPresence()
         # Redis holds what this node owns. While it does not, changes are made here
-        # only and counted, and the whole state is rewritten when Redis answers.
+        # only, and the whole state is rewritten when Redis answers; the counts that
+        # change while the rewrite is on its way are noted, (chat id or None, user id).
         self._synced = False
-        self._changes = 0
+        self._dirty: set[tuple[int | None, str]] = set()
         # Removals from a group not yet heard by every node: (first tried, message).
         self._removals: list[tuple[float, str]] = []
         # Set by the server: async (user ids) for a crashed node's users now offline,
@@ -135,27 +138,49 @@ class RedisPresence(Presence):
     async def _rewrite(self):
         """Replace whatever Redis holds of this node by what this node knows."""
         expire = int(self.ttl * 2)
-        while True:
-            seen = self._changes
-            stale = [key async for key in self.redis.scan_iter(
-                match=self._view(self.node_id, "*"), count=1000)]
-            async with self.redis.pipeline(transaction=True) as p:
-                p.delete(self._sockets(self.node_id), *stale)
-                counts = {u: len(s) for u, s in self.local._sockets.items()}
-                if counts:
-                    p.hset(self._sockets(self.node_id), mapping=counts)
-                    p.expire(self._sockets(self.node_id), expire)
-                for chat_id, users in self.local._viewers.items():
-                    p.hset(self._view(self.node_id, chat_id),
-                           mapping={u: len(s) for u, s in users.items()})
-                    p.expire(self._view(self.node_id, chat_id), expire)
-                p.zadd(self._nodes(), {self.node_id: time.time()})
-                await p.execute()
-            # A change made while the rewrite was on its way may be missing from it.
-            if seen == self._changes:
+        self._dirty.clear()
+        stale = [key async for key in self.redis.scan_iter(
+            match=self._view(self.node_id, "*"), count=1000)]
+        async with self.redis.pipeline(transaction=True) as p:
+            p.delete(self._sockets(self.node_id), *stale)
+            counts = {u: len(s) for u, s in self.local._sockets.items()}
+            if counts:
+                p.hset(self._sockets(self.node_id), mapping=counts)
+                p.expire(self._sockets(self.node_id), expire)
+            for chat_id, users in self.local._viewers.items():
+                if not users:
+                    continue
+                p.hset(self._view(self.node_id, chat_id),
+                       mapping={u: len(s) for u, s in users.items()})
+                p.expire(self._view(self.node_id, chat_id), expire)
+            p.zadd(self._nodes(), {self.node_id: time.time()})
+            await p.execute()
+        # Counts that changed while that was on its way are written as they stand now,
+        # one round after another (each shorter) until none is left.
+        for _ in range(REWRITE_ROUNDS):
+            if not self._dirty:
                 break
-        self._synced = True
+            dirty, self._dirty = self._dirty, set()
+            async with self.redis.pipeline(transaction=False) as p:
+                for chat_id, user_id in dirty:
+                    key = (self._sockets(self.node_id) if chat_id is None
+                           else self._view(self.node_id, chat_id))
+                    count = self._count(chat_id, user_id)
+                    if count:
+                        p.hset(key, user_id, count)
+                        p.expire(key, expire)
+                    else:
+                        p.hdel(key, user_id)
+                await p.execute()
+        # Still changing: the next round is a whole rewrite again, a second later.
+        self._synced = not self._dirty
         self.link.back()
+
+    def _count(self, chat_id, user_id) -> int:
+        """This node's sockets of a user, or those of them viewing a chat."""
+        if chat_id is None:
+            return len(self.local._sockets.get(user_id, ()))
+        return len(self.local._viewers.get(chat_id, {}).get(user_id, ()))
 
     async def _beat(self):
         expire = int(self.ttl * 2)
@@ -224,10 +249,14 @@ class RedisPresence(Presence):
                     found.add(user)
         return found
 
-    async def _bump(self, key, user_id, delta):
-        self._changes += 1
+    async def _bump(self, chat_id, user_id, delta):
+        """Mirror a change of this node's count of a user's sockets (chat_id None) or
+        of those viewing a chat."""
         if not self._synced:
+            self._dirty.add((chat_id, user_id))
             return
+        key = (self._sockets(self.node_id) if chat_id is None
+               else self._view(self.node_id, chat_id))
         try:
             value = await self.redis.hincrby(key, user_id, delta)
             if value <= 0:
@@ -236,6 +265,7 @@ class RedisPresence(Presence):
                 await self.redis.expire(key, int(self.ttl * 2))
         except REDIS_TROUBLE as exc:
             self._lost(exc)
+            self._dirty.add((chat_id, user_id))
 
     # group removals on every node
 
@@ -272,24 +302,23 @@ class RedisPresence(Presence):
         if not self.link.up:
             return
         pending, self._removals = self._removals, []
-        left = []
         try:
             nodes = 1 + len(await self._other_nodes())
             now = time.monotonic()
-            for first, message in pending:
-                heard = 0
-                if not left:
-                    heard = await self.redis.publish(self._bus(), message)
+            while pending:
+                first, message = pending[0]
+                heard = await self.redis.publish(self._bus(), message)
+                pending.pop(0)
                 if heard < nodes and now - first < REMOVAL_RETRY_SECONDS:
-                    left.append((first, message))
+                    self._removals.append((first, message))
         finally:
-            self._removals = left + self._removals
+            self._removals = pending + self._removals
 
     # Presence
 
     async def add_socket(self, user_id, sid):
         first_here = await self.local.add_socket(user_id, sid)
-        await self._bump(self._sockets(self.node_id), user_id, 1)
+        await self._bump(None, user_id, 1)
         if not first_here:
             return False
         return not await self._present_elsewhere(self._sockets, [user_id])
@@ -298,8 +327,8 @@ class RedisPresence(Presence):
         viewed = list(self.local._viewed_by_socket.get(sid, ()))
         last_here = await self.local.remove_socket(user_id, sid)
         for chat_id in viewed:
-            await self._bump(self._view(self.node_id, chat_id), user_id, -1)
-        await self._bump(self._sockets(self.node_id), user_id, -1)
+            await self._bump(chat_id, user_id, -1)
+        await self._bump(None, user_id, -1)
         if not last_here:
             return False
         return not await self._present_elsewhere(self._sockets, [user_id])
@@ -313,13 +342,13 @@ class RedisPresence(Presence):
         already = sid in self.local._viewers.get(chat_id, {}).get(user_id, ())
         await self.local.set_viewing(user_id, sid, chat_id)
         if not already:
-            await self._bump(self._view(self.node_id, chat_id), user_id, 1)
+            await self._bump(chat_id, user_id, 1)
 
     async def clear_viewing(self, user_id, sid, chat_id):
         was = sid in self.local._viewers.get(chat_id, {}).get(user_id, ())
         await self.local.clear_viewing(user_id, sid, chat_id)
         if was:
-            await self._bump(self._view(self.node_id, chat_id), user_id, -1)
+            await self._bump(chat_id, user_id, -1)
 
     async def viewing(self, chat_id, user_ids):
         users = set(user_ids)
