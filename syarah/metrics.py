@@ -31,6 +31,10 @@ DB_POOL_SIZE = Gauge("syarah_db_pool_size", "Most database connections the pool 
 UPLOAD_BYTES = Counter("syarah_upload_bytes_total", "Bytes of media stored by uploadFile")
 RATE_LIMITED = Counter("syarah_rate_limited", "Actions refused with RATE_LIMITED",
                        ["action", "scope"])
+# Only a node of several (redis_url set) has a Redis to lose; a single node reports 1.
+REDIS_UP = Gauge("syarah_redis_up", "1 while this node reaches the Redis that joins it to "
+                 "the other nodes, 0 while it serves its own sockets only")
+REDIS_UP.set(1)
 CONNECTIONS_REFUSED = Counter("syarah_connections_refused",
                               "Socket.IO connections refused, by reply code", ["code"])
 

@@ -81,7 +81,8 @@ _DEFS = [
     ("redis_prefix", "syarah", str,
      "prefix of this deployment's Redis keys and channel (several can share a Redis)"),
     ("presence_ttl", 45.0, float,
-     "seconds after which a silent node's users stop counting as online"),
+     "seconds after which a silent node's users stop counting as online (and their "
+     "friends are told they went offline)"),
     ("fcm_service_account_file", "", str, "Firebase service-account JSON (empty: no push)"),
     ("fcm_endpoint", "https://fcm.googleapis.com", str, "FCM HTTP v1 base URL"),
     ("push_concurrency", 8, int, "FCM sends in flight at once per process"),

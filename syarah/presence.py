@@ -31,6 +31,11 @@ class Presence:
         """Those of ``user_ids`` with at least one socket viewing ``chat_id``."""
         raise NotImplementedError
 
+    async def removed_from_chat(self, user_id: str, chat_id: int) -> None:
+        """A user is no longer a member of a chat and this node has taken its own
+        sockets of theirs out of its room: every other node does the same."""
+        raise NotImplementedError
+
     async def socket_count(self) -> int:
         raise NotImplementedError
 
@@ -86,6 +91,9 @@ class LocalPresence(Presence):
     async def viewing(self, chat_id, user_ids):
         users = self._viewers.get(chat_id) or {}
         return {u for u in user_ids if u in users}
+
+    async def removed_from_chat(self, user_id, chat_id):
+        pass    # this process is the whole server: the caller's own eviction was all
 
     async def socket_count(self):
         return sum(len(s) for s in self._sockets.values())

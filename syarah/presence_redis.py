@@ -1,4 +1,4 @@
-"""Presence shared by several nodes through Redis (CONTRACT §8).
+"""Presence shared by several nodes through Redis.
 
 Each node keeps its own sockets in a LocalPresence (the truth for this node) and
 mirrors counts to Redis under keys only it writes:
@@ -6,32 +6,66 @@ mirrors counts to Redis under keys only it writes:
     {prefix}:nodes                    sorted set: node id -> last heartbeat (epoch s)
     {prefix}:node:{id}:sockets        hash: user id -> sockets of that user on the node
     {prefix}:node:{id}:view:{chat}    hash: user id -> sockets of that user viewing chat
+    {prefix}:bus                      channel: what every node must do (group removals)
 
-A node that stops heartbeating drops out of the live set after ``ttl`` seconds, so a
-crashed node's users stop counting as online without anyone cleaning up after it;
-its keys expire on their own.
+A node that stops heartbeating stops counting after ``ttl`` seconds. The first live
+node whose sweep finds it takes it out of the live set (one ZREM: exactly one node
+wins it), tells its users' partners that those who are online nowhere else went
+offline, and deletes its keys.
+
+While Redis is unreachable a node answers from its own sockets and writes nothing;
+once Redis answers again (looked for every second) it rewrites everything it owns,
+so a Redis that restarted empty knows the node's sockets and viewers again at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
 
+from redis.exceptions import TimeoutError as RedisTimeout
+
 from syarah.presence import LocalPresence, Presence
+from syarah.redis_link import REDIS_TROUBLE, RETRY_SECONDS, RedisLink
 
 log = logging.getLogger(__name__)
 
+# A removal another node has not heard yet is retried this long (Redis away, or that
+# node not yet resubscribed after Redis came back).
+REMOVAL_RETRY_SECONDS = 60.0
+# Rounds of writing the counts that changed during a rewrite, before starting over.
+REWRITE_ROUNDS = 5
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
 
 class RedisPresence(Presence):
-    def __init__(self, redis, prefix: str = "syarah", ttl: float = 45.0):
+    def __init__(self, redis, prefix: str = "syarah", ttl: float = 45.0,
+                 link: RedisLink | None = None):
         self.redis = redis
         self.prefix = prefix
         self.ttl = ttl
+        self.link = link or RedisLink()
         self.node_id = uuid.uuid4().hex[:12]
         self.local = LocalPresence()
-        self._heartbeat_task = None
+        # Redis holds what this node owns. While it does not, changes are made here
+        # only, and the whole state is rewritten when Redis answers; the counts that
+        # change while the rewrite is on its way are noted, (chat id or None, user id).
+        self._synced = False
+        self._dirty: set[tuple[int | None, str]] = set()
+        # Removals from a group not yet heard by every node: (first tried, message).
+        self._removals: list[tuple[float, str]] = []
+        # Set by the server: async (user ids) for a crashed node's users now offline,
+        # and async (user id, chat id) to run another node's group removal here.
+        self.on_gone = None
+        self.on_removed = None
+        self._tasks: list[asyncio.Task] = []
+        self._announcing: set[asyncio.Task] = set()
 
     # keys
 
@@ -44,15 +78,19 @@ class RedisPresence(Presence):
     def _view(self, node, chat_id):
         return f"{self.prefix}:node:{node}:view:{chat_id}"
 
+    def _bus(self):
+        return f"{self.prefix}:bus"
+
     # lifecycle
 
     async def start(self):
-        await self._beat()
-        self._heartbeat_task = asyncio.create_task(self._heartbeat())
+        await self._rewrite()
+        self._tasks = [asyncio.create_task(self._watch()),
+                       asyncio.create_task(self._listen())]
 
     async def stop(self):
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
+        for task in [*self._tasks, *self._announcing]:
+            task.cancel()
         keys = [self._sockets(self.node_id)] + [
             self._view(self.node_id, c) for c in self.local._viewers]
         try:
@@ -63,41 +101,147 @@ class RedisPresence(Presence):
         except Exception as exc:
             log.warning("presence of node %s not cleared: %s", self.node_id, exc)
 
-    async def _heartbeat(self):
-        # Three beats per ttl: one lost beat never makes a live node look dead.
+    def _lost(self, exc):
+        self._synced = False
+        self.link.lost(exc)
+
+    async def _watch(self):
+        """Every second: the node's heartbeat and the sweep for crashed nodes, or while
+        Redis is away, a look for it. Key expiries are renewed three times per ttl."""
+        loop = asyncio.get_running_loop()
+        next_beat = next_sweep = loop.time() + self.ttl / 3
         while True:
-            await asyncio.sleep(self.ttl / 3)
+            await asyncio.sleep(RETRY_SECONDS)
             try:
-                await self._beat()
-            except Exception as exc:
-                log.warning("presence heartbeat failed: %s", exc)
+                if not self._synced or not self.link.up:
+                    await self._rewrite()
+                    # Peers come back within a second too: none is taken for crashed
+                    # because its heartbeat is as old as the outage.
+                    next_sweep = loop.time() + self.ttl
+                elif await self.redis.zadd(self._nodes(), {self.node_id: time.time()}):
+                    # Redis had lost this node (it restarted empty between two beats).
+                    self._synced = False
+                    await self._rewrite()
+                else:
+                    if loop.time() >= next_beat:
+                        next_beat = loop.time() + self.ttl / 3
+                        await self._beat()
+                    if loop.time() >= next_sweep:
+                        await self._sweep()
+                if self._removals:
+                    await self._send_removals()
+            except REDIS_TROUBLE as exc:
+                self._lost(exc)
+            except Exception:
+                log.exception("presence heartbeat failed")
+
+    async def _rewrite(self):
+        """Replace whatever Redis holds of this node by what this node knows."""
+        expire = int(self.ttl * 2)
+        self._dirty.clear()
+        stale = [key async for key in self.redis.scan_iter(
+            match=self._view(self.node_id, "*"), count=1000)]
+        async with self.redis.pipeline(transaction=True) as p:
+            p.delete(self._sockets(self.node_id), *stale)
+            counts = {u: len(s) for u, s in self.local._sockets.items()}
+            if counts:
+                p.hset(self._sockets(self.node_id), mapping=counts)
+                p.expire(self._sockets(self.node_id), expire)
+            for chat_id, users in self.local._viewers.items():
+                if not users:
+                    continue
+                p.hset(self._view(self.node_id, chat_id),
+                       mapping={u: len(s) for u, s in users.items()})
+                p.expire(self._view(self.node_id, chat_id), expire)
+            p.zadd(self._nodes(), {self.node_id: time.time()})
+            await p.execute()
+        # Counts that changed while that was on its way are written as they stand now,
+        # one round after another (each shorter) until none is left.
+        for _ in range(REWRITE_ROUNDS):
+            if not self._dirty:
+                break
+            dirty, self._dirty = self._dirty, set()
+            async with self.redis.pipeline(transaction=False) as p:
+                for chat_id, user_id in dirty:
+                    key = (self._sockets(self.node_id) if chat_id is None
+                           else self._view(self.node_id, chat_id))
+                    count = self._count(chat_id, user_id)
+                    if count:
+                        p.hset(key, user_id, count)
+                        p.expire(key, expire)
+                    else:
+                        p.hdel(key, user_id)
+                await p.execute()
+        # Still changing: the next round is a whole rewrite again, a second later.
+        self._synced = not self._dirty
+        self.link.back()
+
+    def _count(self, chat_id, user_id) -> int:
+        """This node's sockets of a user, or those of them viewing a chat."""
+        if chat_id is None:
+            return len(self.local._sockets.get(user_id, ()))
+        return len(self.local._viewers.get(chat_id, {}).get(user_id, ()))
 
     async def _beat(self):
         expire = int(self.ttl * 2)
         async with self.redis.pipeline(transaction=False) as p:
-            p.zadd(self._nodes(), {self.node_id: time.time()})
-            p.zremrangebyscore(self._nodes(), 0, time.time() - self.ttl * 4)
             p.expire(self._sockets(self.node_id), expire)
             for chat_id in list(self.local._viewers):
                 p.expire(self._view(self.node_id, chat_id), expire)
             await p.execute()
 
+    async def _sweep(self):
+        """Claim the nodes whose heartbeat stopped, and announce their users gone."""
+        dead = await self.redis.zrangebyscore(self._nodes(), 0, time.time() - self.ttl)
+        for node in map(_text, dead):
+            if node == self.node_id:
+                continue
+            async with self.redis.pipeline(transaction=True) as p:
+                p.zrem(self._nodes(), node)
+                p.hgetall(self._sockets(node))
+                claimed, counts = await p.execute()
+            if not claimed:
+                continue    # another node's sweep took it first
+            users = {_text(u) for u, c in counts.items() if int(c) > 0}
+            views = [key async for key in self.redis.scan_iter(
+                match=self._view(node, "*"), count=1000)]
+            await self.redis.delete(self._sockets(node), *views)
+            gone = users - await self.online(users)
+            log.warning("node %s stopped heartbeating: %d of its users went offline",
+                        node, len(gone))
+            if gone and self.on_gone is not None:
+                # Announcing many users takes a store query each: the heartbeat must
+                # not wait for it, or this node would look crashed in turn.
+                task = asyncio.create_task(self.on_gone(sorted(gone)))
+                self._announcing.add(task)
+                task.add_done_callback(self._announced)
+
+    def _announced(self, task):
+        self._announcing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a crashed node's users were not all announced offline",
+                      exc_info=task.exception())
+
     async def _other_nodes(self) -> list[str]:
         live = await self.redis.zrangebyscore(self._nodes(), time.time() - self.ttl, "+inf")
-        return [n.decode() if isinstance(n, bytes) else n for n in live
-                if (n.decode() if isinstance(n, bytes) else n) != self.node_id]
+        return [n for n in map(_text, live) if n != self.node_id]
 
     async def _present_elsewhere(self, key_of, user_ids) -> set[str]:
         users = list(user_ids)
-        if not users:
+        if not users or not self.link.up:
             return set()
-        nodes = await self._other_nodes()
-        if not nodes:
+        try:
+            nodes = await self._other_nodes()
+            if not nodes:
+                return set()
+            async with self.redis.pipeline(transaction=False) as p:
+                for node in nodes:
+                    p.hmget(key_of(node), users)
+                results = await p.execute()
+        except REDIS_TROUBLE as exc:
+            # What this node knows of its own sockets is the answer until Redis is back.
+            self._lost(exc)
             return set()
-        async with self.redis.pipeline(transaction=False) as p:
-            for node in nodes:
-                p.hmget(key_of(node), users)
-            results = await p.execute()
         found = set()
         for counts in results:
             for user, count in zip(users, counts):
@@ -105,18 +249,76 @@ class RedisPresence(Presence):
                     found.add(user)
         return found
 
-    async def _bump(self, key, user_id, delta):
-        value = await self.redis.hincrby(key, user_id, delta)
-        if value <= 0:
-            await self.redis.hdel(key, user_id)
-        else:
-            await self.redis.expire(key, int(self.ttl * 2))
+    async def _bump(self, chat_id, user_id, delta):
+        """Mirror a change of this node's count of a user's sockets (chat_id None) or
+        of those viewing a chat."""
+        if not self._synced:
+            self._dirty.add((chat_id, user_id))
+            return
+        key = (self._sockets(self.node_id) if chat_id is None
+               else self._view(self.node_id, chat_id))
+        try:
+            value = await self.redis.hincrby(key, user_id, delta)
+            if value <= 0:
+                await self.redis.hdel(key, user_id)
+            else:
+                await self.redis.expire(key, int(self.ttl * 2))
+        except REDIS_TROUBLE as exc:
+            self._lost(exc)
+            self._dirty.add((chat_id, user_id))
+
+    # group removals on every node
+
+    async def _listen(self):
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._bus())
+                async for message in pubsub.listen():
+                    await self._heard(message.get("data"))
+            except RedisTimeout:
+                pass    # a quiet channel, where a client times its reads out
+            except REDIS_TROUBLE as exc:
+                self._lost(exc)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:
+                    pass
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def _heard(self, data):
+        try:
+            message = json.loads(data)
+            if message["node"] == self.node_id or self.on_removed is None:
+                return
+            user_id, chat_id = message["removed"]
+            await self.on_removed(str(user_id), int(chat_id))
+        except Exception:
+            log.exception("a message from another node could not be handled")
+
+    async def _send_removals(self):
+        """Publish the removals not yet heard by every live node."""
+        if not self.link.up:
+            return
+        pending, self._removals = self._removals, []
+        try:
+            nodes = 1 + len(await self._other_nodes())
+            now = time.monotonic()
+            while pending:
+                first, message = pending[0]
+                heard = await self.redis.publish(self._bus(), message)
+                pending.pop(0)
+                if heard < nodes and now - first < REMOVAL_RETRY_SECONDS:
+                    self._removals.append((first, message))
+        finally:
+            self._removals = pending + self._removals
 
     # Presence
 
     async def add_socket(self, user_id, sid):
         first_here = await self.local.add_socket(user_id, sid)
-        await self._bump(self._sockets(self.node_id), user_id, 1)
+        await self._bump(None, user_id, 1)
         if not first_here:
             return False
         return not await self._present_elsewhere(self._sockets, [user_id])
@@ -125,8 +327,8 @@ class RedisPresence(Presence):
         viewed = list(self.local._viewed_by_socket.get(sid, ()))
         last_here = await self.local.remove_socket(user_id, sid)
         for chat_id in viewed:
-            await self._bump(self._view(self.node_id, chat_id), user_id, -1)
-        await self._bump(self._sockets(self.node_id), user_id, -1)
+            await self._bump(chat_id, user_id, -1)
+        await self._bump(None, user_id, -1)
         if not last_here:
             return False
         return not await self._present_elsewhere(self._sockets, [user_id])
@@ -140,19 +342,30 @@ class RedisPresence(Presence):
         already = sid in self.local._viewers.get(chat_id, {}).get(user_id, ())
         await self.local.set_viewing(user_id, sid, chat_id)
         if not already:
-            await self._bump(self._view(self.node_id, chat_id), user_id, 1)
+            await self._bump(chat_id, user_id, 1)
 
     async def clear_viewing(self, user_id, sid, chat_id):
         was = sid in self.local._viewers.get(chat_id, {}).get(user_id, ())
         await self.local.clear_viewing(user_id, sid, chat_id)
         if was:
-            await self._bump(self._view(self.node_id, chat_id), user_id, -1)
+            await self._bump(chat_id, user_id, -1)
 
     async def viewing(self, chat_id, user_ids):
         users = set(user_ids)
         here = await self.local.viewing(chat_id, users)
         return here | await self._present_elsewhere(
             lambda node: self._view(node, chat_id), users - here)
+
+    async def removed_from_chat(self, user_id, chat_id):
+        # Kept and retried while a node has not heard it: a former member must not go
+        # on hearing the group on a node that missed the removal.
+        message = json.dumps({"node": self.node_id, "removed": [user_id, chat_id]})
+        if len(self._removals) < 10_000:
+            self._removals.append((time.monotonic(), message))
+        try:
+            await self._send_removals()
+        except REDIS_TROUBLE as exc:
+            self._lost(exc)
 
     async def socket_count(self):
         return await self.local.socket_count()

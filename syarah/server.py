@@ -12,6 +12,8 @@ import tornado.web
 
 from syarah import logs, metrics, options, paths
 from syarah.auth import TokenVerifier
+from syarah.handlers.chats import evict_member
+from syarah.handlers.connection import announce_gone
 from syarah.handlers.context import Services
 from syarah.handlers.routes import EVENTS
 from syarah.handlers.users import UserDirectory
@@ -81,6 +83,12 @@ class Node:
         limits = Limits(s, on_limited=lambda action, scope:
                         metrics.RATE_LIMITED.labels(action, scope).inc())
         services.limits = limits
+        if s.redis_url:
+            # What other nodes leave to this one: their crashed peers' users to announce
+            # offline, their group removals to apply to this node's sockets.
+            self.presence.on_gone = lambda users: announce_gone(services, users)
+            self.presence.on_removed = lambda user_id, chat_id: evict_member(
+                services, user_id, chat_id)
         self.namespace = ChatNamespace(
             services, registry, observer=metrics.MetricsObserver(EVENTS), limits=limits)
         sio.register_namespace(self.namespace)
@@ -113,15 +121,18 @@ class Node:
         if not s.redis_url:
             return LocalPresence(), None
         import redis.asyncio
-        import socketio
 
         from syarah.presence_redis import RedisPresence
+        from syarah.redis_link import RedisLink, client_options
 
-        self.redis = redis.asyncio.from_url(s.redis_url)
+        self.redis = redis.asyncio.from_url(s.redis_url, **client_options())
         await self.redis.ping()
-        presence = RedisPresence(self.redis, prefix=s.redis_prefix, ttl=s.presence_ttl)
+        link = RedisLink()
+        presence = RedisPresence(self.redis, prefix=s.redis_prefix, ttl=s.presence_ttl,
+                                 link=link)
         await presence.start()
-        manager = socketio.AsyncRedisManager(s.redis_url, channel=f"{s.redis_prefix}:socketio")
+        manager = compat.RedisManager(self.redis, s.redis_url,
+                               channel=f"{s.redis_prefix}:socketio", link=link)
         log.info("scale-out through Redis as node %s", presence.node_id)
         return presence, manager
 

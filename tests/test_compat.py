@@ -12,6 +12,7 @@ import engineio.async_socket
 import engineio.payload
 import socketio
 import socketio.async_manager
+import socketio.async_pubsub_manager
 import tornado.http1connection
 import tornado.options
 
@@ -105,3 +106,20 @@ def test_tornado_http1_connections_have_stream_and_close():
     conn = tornado.http1connection.HTTP1Connection
     assert callable(conn.close)
     assert "self.stream" in inspect.getsource(conn.__init__)
+
+
+def test_the_redis_manager_publishes_and_listens_through_overridable_methods():
+    manager = socketio.AsyncRedisManager
+    assert params(manager._publish) == ["self", "data"]
+    assert params(manager._redis_listen_with_retries) == ["self"]
+    assert inspect.isasyncgenfunction(manager._redis_listen_with_retries)
+    assert callable(manager._redis_connect)
+    source = inspect.getsource(socketio.async_pubsub_manager.AsyncPubSubManager)
+    assert "self._publish(" in source
+    assert "self.json" in inspect.getsource(manager)
+
+
+def test_connect_replies_go_through_send_packet():
+    assert params(socketio.AsyncServer._send_packet) == ["self", "eio_sid", "pkt"]
+    source = inspect.getsource(socketio.AsyncServer._handle_connect)
+    assert "packet.CONNECT, {'sid': sid}" in source

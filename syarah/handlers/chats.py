@@ -155,7 +155,19 @@ async def remove_group_member(ctx: Context, chat_id: int, user_id: str):
         raise Forbidden("Only the group's creator may remove other members.")
     if not await ctx.services.store.remove_member(chat_id, user_id):
         raise NotFound("That user is not a member of this group.")
-    # A former member must not go on hearing the room, nor count as viewing it.
-    for sid in await ctx.services.rooms.evict(user_id, chat_id):
-        await ctx.services.presence.clear_viewing(user_id, sid, chat_id)
+    # A former member must not go on hearing the room, nor count as viewing it, on
+    # any node.
+    await evict_member(ctx.services, user_id, chat_id)
+    await ctx.services.presence.removed_from_chat(user_id, chat_id)
     return {"chatHeaderId": chat_id, "userId": user_id, "removed": True}
+
+
+async def evict_member(services, user_id: str, chat_id: int) -> None:
+    """Take a former member's sockets on this node out of the chat's room and its
+    viewers; another node's removal runs this here too. One who is a member again (a
+    removal heard late) keeps them."""
+    _, member = await services.store.get_chat_for_member(chat_id, user_id)
+    if member:
+        return
+    for sid in await services.rooms.evict(user_id, chat_id):
+        await services.presence.clear_viewing(user_id, sid, chat_id)

@@ -38,3 +38,11 @@ async def announce(services: Services, user_id: str, client_type: str,
     if audience:
         await services.rooms.to_users(
             audience, "clientStatus", ClientStatus(user_id, client_type, active))
+
+
+async def announce_gone(services: Services, user_ids) -> None:
+    """The node that held these users' sockets crashed: the people who know them hear
+    that they went, as from their last disconnect (which device it was died with the
+    node)."""
+    for user_id in user_ids:
+        await announce(services, user_id, "unknown", False)

@@ -8,6 +8,7 @@ them. Nothing else in the project reaches into the libraries' internals.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import socket as _socket
@@ -15,6 +16,8 @@ import socket as _socket
 import engineio.payload
 import socketio
 import socketio.packet
+
+from syarah.redis_link import REDIS_TROUBLE, RETRY_SECONDS, RedisLink
 
 log = logging.getLogger("syarah.transport")
 
@@ -93,6 +96,47 @@ def set_max_decode_packets(count: int) -> None:
     the whole request beyond that. Relies on: engineio.payload.Payload's class
     attribute max_decode_packets."""
     engineio.payload.Payload.max_decode_packets = count
+
+
+# -- python-socketio's Redis manager ------------------------------------------
+
+class RedisManager(socketio.AsyncRedisManager):
+    """python-socketio's Redis manager, with the node's link to Redis: an emit reaches
+    this node's sockets first, and while Redis is away the publish to the others is not
+    tried at all (it cannot succeed, and would hold the reply up). The subscription is
+    retried every second instead of backing off to a minute, so that emits cross again
+    within a second or so of Redis coming back. Relies on: AsyncRedisManager
+    ._publish(data), ._redis_listen_with_retries() (an async generator of pub/sub
+    messages), ._redis_connect(), .pubsub, .redis, .channel and .json."""
+
+    def __init__(self, redis, url: str, channel: str, link: RedisLink):
+        super().__init__(url, channel=channel,
+                         redis_options={"socket_connect_timeout": 1.0})
+        self.publisher = redis
+        self.link = link
+
+    async def _publish(self, data):
+        if not self.link.up:
+            return None
+        try:
+            return await self.publisher.publish(self.channel, self.json.dumps(data))
+        except REDIS_TROUBLE as exc:
+            self.link.lost(exc)
+            return None
+
+    async def _redis_listen_with_retries(self):
+        while True:
+            try:
+                self._redis_connect()
+                await self.pubsub.subscribe(self.channel)
+                async for message in self.pubsub.listen():
+                    yield message
+            except REDIS_TROUBLE as exc:
+                self.link.lost(exc)
+            with contextlib.suppress(Exception):
+                await self.pubsub.aclose()
+                await self.redis.aclose()
+            await asyncio.sleep(RETRY_SECONDS)
 
 
 # -- python-engineio sockets -------------------------------------------------------
