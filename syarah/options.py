@@ -304,7 +304,7 @@ def _joined(parser: OptionParser, argv: list[str]) -> list[str]:
         arg = argv[i]
         opt = None
         if arg.startswith("-") and "=" not in arg:
-            opt = parser._options.get(parser._normalize_name(arg.lstrip("-")))
+            opt = compat.option(parser, arg.lstrip("-"))
         if opt is not None and i + 1 < len(argv) and (
                 opt.type is not bool or argv[i + 1].lower() in _BOOL_WORDS):
             out.append(f"{arg}={argv[i + 1]}")
@@ -320,7 +320,7 @@ def _check_flags(argv: list[str]) -> None:
     probe = make_parser()
     for arg in argv:
         name, eq, value = arg.lstrip("-").partition("=")
-        opt = probe._options.get(probe._normalize_name(name))
+        opt = compat.option(probe, name)
         if eq and opt is not None:
             try:
                 opt.parse(value)
@@ -337,7 +337,7 @@ def _bool_words(parser: OptionParser, argv: list[str]) -> list[str]:
     out = []
     for arg in argv:
         name, eq, value = arg.partition("=")
-        opt = parser._options.get(parser._normalize_name(name.lstrip("-")))
+        opt = compat.option(parser, name.lstrip("-"))
         if eq and opt is not None and opt.type is bool:
             arg = f"{name}={_bool_text(value)}"
         out.append(arg)

@@ -243,9 +243,10 @@ def tornado_request(environ: dict):
 # -- Tornado -----------------------------------------------------------------------
 
 def option(parser, name: str):
-    """A tornado.options option by name, to parse text into it. Relies on:
-    OptionParser._options and OptionParser._normalize_name."""
-    return parser._options[parser._normalize_name(name)]
+    """A tornado.options option by name (dashes or underscores), to parse text into
+    it; None when there is none. Relies on: OptionParser._options and
+    OptionParser._normalize_name."""
+    return parser._options.get(parser._normalize_name(name))
 
 
 def linger_before_close(connection, seconds: float) -> None:
