@@ -11,6 +11,7 @@ from syarah.store.friendships import FriendshipStore
 from syarah.store.messages import Duplicate, MessageStore
 from syarah.store.migrations import SchemaOutOfDate, migrate, pending
 from syarah.store.push import PushStore
+from syarah.store.sync import SyncStore
 from syarah.store.uploads import UploadStore
 from syarah.store.users import UserStore
 
@@ -18,7 +19,7 @@ __all__ = ["DataStore", "Database", "Duplicate", "open_store"]
 
 
 class DataStore(UserStore, ChatStore, MessageStore, FriendshipStore, PushStore,
-                UploadStore):
+                UploadStore, SyncStore):
     def __init__(self, db: Database):
         self.db = db
 
