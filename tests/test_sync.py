@@ -189,6 +189,29 @@ async def test_more_edits_or_deletions_than_a_page_set_the_flags(store):
     assert got.more_new_messages is True
 
 
+async def test_a_sync_of_more_chats_than_one_statement_holds(store):
+    """A page of chats is read in several statements: each chat still gets its own."""
+    count = sync.CHATS_PER_STATEMENT + 30
+    chats = {}
+    for k in range(count):
+        base = 200_000_000 + k * 10 * STEP_MS
+        chat, ids = await make_chat(store, 4, base, edited=range(k % 3, k % 3 + 1),
+                                    edited_ms=base + 5 * STEP_MS)
+        chats[chat] = ids
+    # Each chat's third message deleted after the edits; clients hold three each.
+    for chat, ids in chats.items():
+        await store.db.run(lambda txn, ids=ids: sync.record_deletions(txn, [ids[2]]))
+        await store.db.execute("DELETE FROM messages WHERE id = ?", ids[2])
+    found = await store.sync_chats({chat: ids[2] for chat, ids in chats.items()}, 200)
+    assert set(found) == set(chats)
+    for k, (chat, ids) in enumerate(chats.items()):
+        got = found[chat]
+        assert [m.id for m in got.new_messages] == [ids[3]]
+        edited = ids[k % 3]
+        assert [m.id for m in got.updated_messages] == ([] if edited == ids[2] else [edited])
+        assert got.deleted_message_ids == [ids[2]]
+
+
 async def test_pruning_drops_old_records_and_tells_clients_synced_from_before(store):
     base = 90_000_000
     deleted_ms = base + 10 * STEP_MS
