@@ -49,6 +49,13 @@ _DEFS = [
     ("upload_orphan_hours", 2.0, float,
      "an upload no message uses is deleted after this many hours"),
     ("upload_cleanup_interval", 600.0, float, "seconds between sweeps for unused uploads"),
+    # A client that was away syncs edits and deletions from these records; one away
+    # longer reloads the chat (findAllChatHeaders tells it so).
+    ("deleted_message_retention_days", 30.0, float,
+     "days the record of a deleted message is kept for clients that were away "
+     "(0: kept forever)"),
+    ("deleted_message_prune_interval", 3600.0, float,
+     "seconds between prunings of deleted-message records older than the retention"),
     ("upload_max_in_flight", 3, int,
      "uploads one user may have arriving at once on this node (0: no limit)"),
     ("upload_bytes_per_day", 2 * 1024 ** 3, int,
@@ -193,6 +200,8 @@ class Settings:
     image_max_pixels: int
     upload_orphan_hours: float
     upload_cleanup_interval: float
+    deleted_message_retention_days: float
+    deleted_message_prune_interval: float
     upload_max_in_flight: int
     upload_bytes_per_day: int
     upload_min_rate_kib: float

@@ -21,6 +21,7 @@ from syarah.media.service import MediaService
 from syarah.presence import LocalPresence
 from syarah.push import make_push
 from syarah.ratelimit import Limits
+from syarah.retention import DeletionPruner
 from syarah.store import open_store
 from syarah.store.database import settings_tls
 from syarah.transport import compat
@@ -76,6 +77,8 @@ class Node:
             rooms=Rooms(sio, registry), users=UserDirectory(self.store), settings=s)
         self.media = services.media = MediaService(s, self.store)
         self.media.start()
+        self.pruner = DeletionPruner(s, self.store)
+        self.pruner.start()
         self.services = services
         services.push = make_push(s, self.store, services.presence)
         if services.push is not None:
@@ -174,6 +177,8 @@ class Node:
             await self.redis.aclose()
         if self.media is not None:
             await self._step("stopping media cleanup", self.media.stop(), left())
+        if getattr(self, "pruner", None) is not None:
+            await self._step("stopping the pruning", self.pruner.stop(), left())
         if self.store is not None:
             await self._step("closing the store", self.store.close(), left())
         log.info("stopped")

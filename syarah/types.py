@@ -92,6 +92,20 @@ class ChatSummary:
 
 
 @dataclass
+class ChatSync:
+    """What a client that holds a chat's history up to some message has missed: each
+    list bounded, with a flag when more were left out."""
+
+    new_messages: list[Message]
+    more_new_messages: bool
+    updated_messages: list[Message]
+    more_updated_messages: bool
+    deleted_message_ids: list[int]
+    # Also true when deletions the client may not know of were pruned.
+    more_deleted_message_ids: bool
+
+
+@dataclass
 class PushJob:
     """An outbox row claimed for sending, with what deciding and sending it needs."""
 

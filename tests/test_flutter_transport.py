@@ -109,7 +109,7 @@ def test_the_engineio_tornado_driver_reads_the_query_that_is_rewritten():
     environ = engineio_tornado.translate_request(handler)
     assert environ["QUERY_STRING"] == "EIO=4&transport=websocket&userId=x", (
         "python-engineio's Tornado driver no longer takes QUERY_STRING from "
-        "handler.request.query; syarah/app.py must rewrite the query where it reads it now")
+        "handler.request.query; syarah/transport/compat.py must rewrite the query where it reads it now")
 
 
 def test_only_a_polling_transport_is_renamed():

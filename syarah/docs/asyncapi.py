@@ -83,8 +83,17 @@ CLIENT_EVENTS = {
     "findAllChatHeaders": (
         "List your chats, group and individual, most recent activity first",
         "For each room named in `RoomsWithLastMessageIds`, the header also carries "
-        "`newMessages`: the messages after that `LastMessageId`, oldest first (the "
-        "sync after a reconnect)."),
+        "what a client holding the room up to that `LastMessageId` missed (the sync "
+        "after a reconnect): `newMessages`, the messages after it, oldest first; "
+        "`updatedMessages`, the messages up to it edited since it was written (its "
+        "creation time, less a second for clocks), as they are now; "
+        "`deletedMessageIds`, the ids up to it deleted since. Each holds at most 200, "
+        "with `hasMoreNewMessages` / `hasMoreUpdatedMessages` / "
+        "`hasMoreDeletedMessageIds` true when more were left out. Deletions are "
+        "remembered for `deleted_message_retention_days` (30): "
+        "`hasMoreDeletedMessageIds` is also true when deletions the client may have "
+        "missed are older than that. On `hasMoreNewMessages`, sync again from the last "
+        "message received; on either other flag, reload the room's history."),
     "getMyChats": (
         "List your individual chats, most recent first",
         "With the other user's name, avatar and presence, the last message, the "

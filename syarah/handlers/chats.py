@@ -19,8 +19,7 @@ async def headers_for(ctx: Context, summaries: list[types.ChatSummary],
     missed = {}
     if sync:
         wanted = {s.chat.id: sync[s.chat.id] for s in summaries if s.chat.id in sync}
-        # One more than is sent tells whether the client has more to page.
-        missed = await store.messages_after_many(wanted, PAGE_MAX + 1)
+        missed = await store.sync_chats(wanted, PAGE_MAX)
     online = await visible_online(ctx, [m.user.id for ms in members.values() for m in ms])
     headers = []
     for s in summaries:
@@ -37,10 +36,14 @@ async def headers_for(ctx: Context, summaries: list[types.ChatSummary],
                                if chat.last_message_ms is not None else None),
             unread_count=s.unread_count,
             members=[Member.of(m, m.user.id in online) for m in members[chat.id]])
-        if chat.id in missed:
-            found = missed[chat.id]
-            header.new_messages = [ChatMessage.of(m) for m in found[:PAGE_MAX]]
-            header.has_more_new_messages = len(found) > PAGE_MAX
+        found = missed.get(chat.id)
+        if found is not None:
+            header.new_messages = [ChatMessage.of(m) for m in found.new_messages]
+            header.has_more_new_messages = found.more_new_messages
+            header.updated_messages = [ChatMessage.of(m) for m in found.updated_messages]
+            header.has_more_updated_messages = found.more_updated_messages
+            header.deleted_message_ids = found.deleted_message_ids
+            header.has_more_deleted_message_ids = found.more_deleted_message_ids
         headers.append(header)
     return headers
 

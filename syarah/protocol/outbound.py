@@ -84,10 +84,17 @@ class ChatHeader:
     last_message_time: Time | None
     unread_count: int
     members: list[Member]
-    # Only present after a missed-message sync (RoomsWithLastMessageIds): at most
-    # 200, oldest first; hasMoreNewMessages says whether more were left out.
+    # Only present after a missed-message sync (RoomsWithLastMessageIds), each list
+    # at most 200 long, oldest first, its hasMore... flag true when more were left
+    # out: the messages after the client's last one; the messages up to it edited
+    # since it was written; the ids up to it deleted since (that flag is also true
+    # when records of such deletions were already pruned).
     new_messages: list[ChatMessage] | None = field(default=None)
     has_more_new_messages: bool | None = field(default=None)
+    updated_messages: list[ChatMessage] | None = field(default=None)
+    has_more_updated_messages: bool | None = field(default=None)
+    deleted_message_ids: list[int] | None = field(default=None)
+    has_more_deleted_message_ids: bool | None = field(default=None)
 
 
 @dataclass
@@ -175,7 +182,9 @@ class FriendshipRecord:
 _NAMES: dict[type, list[tuple[str, str, bool]]] = {}
 
 # Fields that the wire omits when empty rather than sending null.
-_OMIT_WHEN_NONE = {"new_messages", "has_more_new_messages"}
+_OMIT_WHEN_NONE = {"new_messages", "has_more_new_messages", "updated_messages",
+                   "has_more_updated_messages", "deleted_message_ids",
+                   "has_more_deleted_message_ids"}
 
 
 def _camel(name: str) -> str:

@@ -12,6 +12,7 @@ from syarah.store.messages import Duplicate, MessageStore
 from syarah.store.migrations import SchemaOutOfDate, migrate, pending
 from syarah.store.push import PushStore
 from syarah.store.recovery import RecoveryStore
+from syarah.store.sync import SyncStore
 from syarah.store.uploads import UploadStore
 from syarah.store.users import UserStore
 
@@ -19,7 +20,7 @@ __all__ = ["DataStore", "Database", "Duplicate", "open_store"]
 
 
 class DataStore(UserStore, ChatStore, MessageStore, FriendshipStore, PushStore,
-                UploadStore, RecoveryStore):
+                UploadStore, RecoveryStore, SyncStore):
     def __init__(self, db: Database):
         self.db = db
 

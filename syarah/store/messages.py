@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from syarah import types
 from syarah.errors import Forbidden, NotFound
-from syarah.store import rows
+from syarah.store import rows, sync
 from syarah.store.rows import MESSAGE_COLUMNS, MESSAGE_WIDTH
 from syarah.types import FriendshipStatus
 
@@ -122,24 +122,6 @@ class MessageStore:
             return [rows.message(r) for r in found], (total[0] if total else 0)
         return await self.db.run(txn_fn)
 
-    async def messages_after_many(self, after: dict[int, int], limit: int):
-        """For each chat id in ``after``, up to ``limit`` messages after the given id,
-        oldest first; one query however many chats are synced."""
-        if not after:
-            return {}
-        ranges = " OR ".join("(m.chat_header_id = ? AND m.id > ?)" for _ in after)
-        args = [v for pair in after.items() for v in pair]
-        found = await self.db.fetchall(
-            f"SELECT * FROM (SELECT {MESSAGE_COLUMNS}, ROW_NUMBER() OVER"
-            " (PARTITION BY m.chat_header_id ORDER BY m.id) AS rn"
-            " FROM messages m LEFT JOIN users u ON u.id = m.user_id"
-            f" WHERE {ranges}) AS missed WHERE rn <= ? ORDER BY chat_header_id, id",
-            *args, limit)
-        out: dict[int, list[types.Message]] = {chat_id: [] for chat_id in after}
-        for r in found:
-            out[r[1]].append(rows.message(r))
-        return out
-
     async def update_message(self, message_id: int, chat_id: int, user_id: str,
                              text: str, caption: str | None, now_ms: int,
                              check=None, after_update=None) -> types.Message:
@@ -205,6 +187,8 @@ class MessageStore:
             if foreign:
                 raise Forbidden(
                     f"Only the author may delete message {foreign[0]}; nothing was deleted.")
+            # The record that outlives the rows tells clients that held them.
+            await sync.record_deletions(txn, ids)
             await txn.execute(
                 f"DELETE FROM messages WHERE id IN ({rows.in_list(ids)})", *ids)
             # The header's last message may be among them: point it at what is left.
