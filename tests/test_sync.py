@@ -28,7 +28,9 @@ SHORT_CHAT = 300
 @pytest_asyncio.fixture
 async def store(store_kind):
     url, cleanup = new_database_url(store_kind)
-    opened = await open_store(url, pool_size=2)
+    # Filling a 20,000-message chat is one long transaction: on a busy machine it
+    # takes longer than the server's few seconds for an event.
+    opened = await open_store(url, pool_size=2, timeout=120)
     yield opened
     await opened.close()
     cleanup()
