@@ -619,17 +619,23 @@ async def test_every_decision_is_counted(store_kind, fake):
     await presence.set_viewing(eve.id, "sid-eve", group.id)
     before = metrics.counters()
     try:
-        hook = service.outbox_writer(None)
+        async def send(chat, text):
+            # As createMessage does: decided before the transaction, counted after it.
+            plan = await service.plan(chat.id, ann.id)
+            return await store.add_message(chat.id, ann, text, 0, None, None, now,
+                                           pushes=plan.pushes,
+                                           after_commit=lambda m: service.queued(plan))
+
+        async def anything(found):
+            pass
+
         # Eve views the group, Dan has no device, Bob and Cid are queued.
-        first = await store.add_message(group.id, ann, "hi all", 0, None, None, now,
-                                        after_insert=hook)
+        first = await send(group, "hi all")
         # Fay reads the first before any push goes; the second is deleted.
-        await store.add_message(pair_chat.id, ann, "one", 0, None, None, now,
-                                after_insert=hook)
+        await send(pair_chat, "one")
         await store.mark_read(pair_chat.id, fay.id)
-        deleted = await store.add_message(pair_chat.id, ann, "two", 0, None, None, now,
-                                          after_insert=hook)
-        await store.delete_messages(pair_chat.id, ann.id, [deleted.id])
+        deleted = await send(pair_chat, "two")
+        await store.delete_messages(pair_chat.id, [deleted.id], anything)
         assert (await store.push_outbox_depth())["pending"] == 5
 
         await service.start()

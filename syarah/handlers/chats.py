@@ -8,7 +8,8 @@ from syarah.handlers.context import Context, now_ms
 from syarah.handlers.friendships import visible_online
 from syarah.protocol import inbound as dto
 from syarah.protocol.inbound import PAGE_MAX
-from syarah.protocol.outbound import ChatHeader, ChatMessage, Member, MemberJoined, MyChat, Page, Time
+from syarah.protocol.outbound import (ChatHeader, ChatMessage, Member, MemberJoined, MemberRemoved,
+                                      MyChat, Page, Time)
 
 
 async def headers_for(ctx: Context, summaries: list[types.ChatSummary],
@@ -158,4 +159,4 @@ async def remove_group_member(ctx: Context, chat_id: int, user_id: str):
     # A former member must not go on hearing the room, nor count as viewing it.
     for sid in await ctx.services.rooms.evict(user_id, chat_id):
         await ctx.services.presence.clear_viewing(user_id, sid, chat_id)
-    return {"chatHeaderId": chat_id, "userId": user_id, "removed": True}
+    return MemberRemoved(chat_id, user_id)

@@ -191,6 +191,7 @@ class ChatStore:
             " FROM chat_members cm JOIN chat_headers ch ON ch.id = cm.chat_header_id"
             " LEFT JOIN friendships f ON f.user_id = ch.user_low"
             "  AND f.other_user_id = ch.user_high"
-            " WHERE cm.user_id = ? AND ch.is_group = 0 AND (f.status IS NULL OR f.status <> 3)",
-            user_id, int(FriendshipStatus.ACCEPTED), user_id, user_id)
+            " WHERE cm.user_id = ? AND ch.is_group = 0 AND (f.status IS NULL OR f.status <> ?)",
+            user_id, int(FriendshipStatus.ACCEPTED), user_id, user_id,
+            int(FriendshipStatus.BLOCKED))
         return {r[0] for r in found}
