@@ -79,6 +79,15 @@ class Friend:
     chat_header_id: int | None = None
 
 
+@dataclass(frozen=True)
+class FriendshipRow:
+    """A pair's friendship as one side's row holds it (both rows carry the same)."""
+
+    status: int
+    requested_by: str | None
+    blocked_by: str | None = None
+
+
 @dataclass
 class ChatSummary:
     """A chat as a user's chat list shows it: the chat, its last message, the caller's

@@ -622,17 +622,23 @@ async def test_every_decision_is_counted(store_kind, fake):
     await presence.set_viewing(eve.id, "sid-eve", group.id)
     before = metrics.counters()
     try:
-        hook = service.outbox_writer(None)
+        async def send(chat, text):
+            # As createMessage does: decided before the transaction, counted after it.
+            plan = await service.plan(chat.id, ann.id)
+            return await store.add_message(chat.id, ann, text, 0, None, None, now,
+                                           pushes=plan.pushes,
+                                           after_commit=lambda m: service.queued(plan))
+
+        async def anything(found):
+            pass
+
         # Eve views the group, Dan has no device, Bob and Cid are queued.
-        first = await store.add_message(group.id, ann, "hi all", 0, None, None, now,
-                                        after_insert=hook)
+        first = await send(group, "hi all")
         # Fay reads the first before any push goes; the second is deleted.
-        await store.add_message(pair_chat.id, ann, "one", 0, None, None, now,
-                                after_insert=hook)
+        await send(pair_chat, "one")
         await store.mark_read(pair_chat.id, fay.id)
-        deleted = await store.add_message(pair_chat.id, ann, "two", 0, None, None, now,
-                                          after_insert=hook)
-        await store.delete_messages(pair_chat.id, ann.id, [deleted.id])
+        deleted = await send(pair_chat, "two")
+        await store.delete_messages(pair_chat.id, [deleted.id], anything)
         assert (await store.push_outbox_depth())["pending"] == 5
 
         await service.start()
@@ -653,6 +659,73 @@ async def test_every_decision_is_counted(store_kind, fake):
     assert [s["message_id"] for s in fake.delivered(tokens["bob"])] == [str(first.id)]
     assert len(fake.to(tokens["cid"])) == 2          # max_attempts
     assert fake.to(tokens["fay"]) == [] and fake.to(tokens["eve"]) == []
+
+
+async def test_a_message_decides_its_pushes_outside_its_transaction_and_counts_them_once(
+        store_kind):
+    """createMessage in process, its transaction a deadlock victim once: who views the
+    chat is looked up with no transaction open, the outbox row is written once, and
+    the broadcast and the counters happen once, after the commit."""
+    from syarah.handlers.context import Context, Services
+    from syarah.handlers.messages import create_message
+    from syarah.presence import LocalPresence
+    from syarah.protocol import inbound as dto
+    from syarah.push import metrics
+    from syarah.push.service import PushService
+    from syarah.store.push import PushStore
+    from test_transactions import deadlock
+
+    url, cleanup = new_database_url(store_kind)
+    store = await open_store(url, pool_size=2)
+    db = store.db
+    looked, sent, written = [], [], []
+
+    class WatchedPresence(LocalPresence):
+        async def viewing(self, chat_id, user_ids):
+            looked.append(db.in_use)   # transactions open at that moment
+            return await super().viewing(chat_id, user_ids)
+
+    class Rooms:
+        async def to_chat(self, chat_id, event, data, skip_sid=None):
+            stored = await store.get_message(data["chatMessage"]["id"])
+            sent.append((event, stored is not None))
+
+    async def loses_a_deadlock_once(txn, message, targets, now_ms):
+        written.append(len(targets))
+        if len(written) == 1:
+            raise deadlock(db)
+        await PushStore.add_pushes(txn, message, targets, now_ms)
+
+    try:
+        now = int(time.time() * 1000)
+        ann, bob, eve = (Author(str(uuid.uuid4()), n) for n in ("Ann", "Bob", "Eve"))
+        for u in (ann, bob, eve):
+            await store.upsert_user(u, now)
+        group = await store.create_group("G", None, ann.id, [bob.id, eve.id], now)
+        for owner in (bob, eve):
+            await store.register_device(device_token(), owner.id, "android", now)
+        presence = WatchedPresence()
+        await presence.add_socket(eve.id, "sid-eve")
+        await presence.set_viewing(eve.id, "sid-eve", group.id)
+        service = PushService(store, presence, fcm=None)
+        store.add_pushes = loses_a_deadlock_once
+        ctx = Context(Services(store=store, presence=presence, verifier=None,
+                               rooms=Rooms(), users=None, settings=None, push=service),
+                      ann)
+        before = metrics.counters()
+        reply = await create_message(ctx, dto.CreateMessage(group.id, "hello"))
+        after = metrics.counters()
+        depth = await store.push_outbox_depth()
+    finally:
+        await store.close()
+        cleanup()
+    assert reply["chatMessage"]["message"] == "hello"
+    assert looked == [0]                      # Eve's viewing: outside any transaction
+    assert written == [1, 1]                  # Bob's row, in each attempt
+    assert depth["pending"] == 1              # committed once
+    assert sent == [("message", True)]        # broadcast once, the message committed
+    delta = {k: after[k] - before[k] for k in after if after[k] != before[k]}
+    assert delta == {"skipped_viewing": 1}, delta
 
 
 # Two nodes: viewing state in Redis, one outbox shared

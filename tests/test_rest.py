@@ -138,6 +138,22 @@ async def test_request_from_both_sides_is_an_acceptance(server):
     assert ok(*bob.http("POST", "/api/friendships", {"userId": ann.id}))["status"] == 1
 
 
+async def test_requests_from_both_sides_at_the_same_moment_are_an_acceptance(server):
+    """Two users ask each other at once, many times over: never an error, one of the
+    two answers is the acceptance, and both end up friends."""
+    import asyncio
+
+    for _ in range(15):
+        ann, bob = User(server, "Ann"), User(server, "Bob")
+        await register(ann, bob)
+        answers = await asyncio.gather(
+            asyncio.to_thread(ann.http, "POST", "/api/friendships", {"userId": bob.id}),
+            asyncio.to_thread(bob.http, "POST", "/api/friendships", {"userId": ann.id}))
+        assert sorted(ok(*a)["status"] for a in answers) == [0, 1], answers
+        for user, other in ((ann, bob), (bob, ann)):
+            assert friendship_with(user, other)["status"] == 1
+
+
 async def test_friendship_request_refusals(server):
     ann = User(server, "Ann")
     await register(ann)

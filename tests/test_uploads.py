@@ -884,6 +884,50 @@ async def test_deleting_or_replacing_the_last_message_of_an_upload_deletes_it(
     assert get(server, other)[0] == 404
 
 
+async def test_a_media_message_updated_and_removed_at_once_keeps_every_upload_count(
+        server, clients):
+    """updateMessage (to another file) and removeMessage of one message at the same
+    moment, many times: whichever wins, each upload counts exactly the messages that
+    carry it, and a file another message still carries is never deleted."""
+    from syarah.store import open_store
+
+    ann, bob = User(server, "Ann"), User(server, "Bob")
+    await register(ann, bob)
+    a, a2 = await clients(ann), await clients(ann)
+    chat_id = await dm(a, bob)
+    first, second = [(await upload(server, ann, wav(), f"{n}.wav", 1)).json["data"]
+                     for n in ("first", "second")]
+    for path in (first, second):   # kept by a message of their own throughout
+        await a.call("createMessage", {"chatHeaderId": chat_id, "message": path,
+                                       "messageType": 1})
+    answers = []
+    for i in range(30):
+        created = await a.call("createMessage", {"chatHeaderId": chat_id,
+                                                 "message": first, "messageType": 1})
+        # Refused when an earlier round deleted the file its keeper message carries.
+        assert "chatMessage" in created, (i, created, answers)
+        msg = created["chatMessage"]
+
+        async def remove(delay=(i % 6) * 0.002):
+            await asyncio.sleep(delay)
+            return await a2.call("removeMessage", {"id": msg["id"],
+                                                   "chatHeaderId": chat_id})
+        updated, removed = await asyncio.gather(
+            a.call("updateMessage", {"id": msg["id"], "chatHeaderId": chat_id,
+                                     "message": second}), remove())
+        assert removed["deletedIds"] == [msg["id"]], removed
+        assert "chatMessage" in updated or updated["code"] == "NOT_FOUND", updated
+        answers.append("updated" if "chatMessage" in updated else "not found")
+
+    store = await open_store(server.database_url, pool_size=1, run_migrations=False)
+    try:
+        counts = [(await store.get_upload(p)).use_count for p in (first, second)]
+    finally:
+        await store.close()
+    assert counts == [1, 1], (counts, answers)
+    assert get(server, first)[0] == 200 and get(server, second)[0] == 200
+
+
 async def test_upgrading_counts_each_uploads_messages_and_frees_the_forgotten(store_kind):
     """v0004 on a database of the release before: uploads carried by messages get
     their count; those whose messages were deleted back then become orphans."""

@@ -8,7 +8,8 @@ from syarah.handlers.context import Context
 from syarah.handlers.friendships import visible_online
 from syarah.protocol import inbound as dto
 from syarah.protocol.inbound import PAGE_MAX
-from syarah.protocol.outbound import ChatHeader, ChatMessage, Member, MemberJoined, MyChat, Page, Time
+from syarah.protocol.outbound import (ChatHeader, ChatMessage, Member, MemberJoined, MemberRemoved,
+                                      MyChat, Page, Time)
 
 
 async def headers_for(ctx: Context, summaries: list[types.ChatSummary],
@@ -162,7 +163,7 @@ async def remove_group_member(ctx: Context, chat_id: int, user_id: str):
     # any node.
     await evict_member(ctx.services, user_id, chat_id)
     await ctx.services.presence.removed_from_chat(user_id, chat_id)
-    return {"chatHeaderId": chat_id, "userId": user_id, "removed": True}
+    return MemberRemoved(chat_id, user_id)
 
 
 async def evict_member(services, user_id: str, chat_id: int) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from syarah.errors import NotFound, RateLimited, Validation
+from syarah.errors import Conflict, Forbidden, NotFound, RateLimited, Validation
 from syarah.handlers.context import Context
 from syarah.protocol import inbound as dto
-from syarah.protocol.outbound import Friendship, FriendshipRecord
+from syarah.protocol.outbound import Friendship, FriendshipChanged, FriendshipRecord
 from syarah.ratelimit import in_words
-from syarah.types import FriendshipStatus
+from syarah.types import FriendshipRow, FriendshipStatus
 
 ACTIONS = ("request", "accept", "reject", "block", "unblock", "delete")
 
@@ -37,6 +37,41 @@ async def list_friendships(ctx: Context):
             for f in friends]
 
 
+def next_friendship(user_id: str, other_id: str, action: str,
+                    row: FriendshipRow | None) -> FriendshipRow | None:
+    """The friendship state machine: what ``user_id``'s ``action`` makes of the pair's
+    ``row`` (None: no friendship, before or after), or the error refusing it."""
+    S = FriendshipStatus
+    status, requested_by = (row.status, row.requested_by) if row else (None, None)
+    if status == S.BLOCKED and action != "unblock":
+        raise Forbidden("This friendship is blocked.")
+    if action == "request":
+        if status == S.ACCEPTED:
+            raise Conflict("You are already friends.")
+        if status == S.PENDING and requested_by == other_id:
+            # Both asked: that is an acceptance.
+            return FriendshipRow(S.ACCEPTED, requested_by)
+        if status == S.PENDING:
+            raise Conflict("A friend request is already pending.")
+        return FriendshipRow(S.PENDING, user_id)
+    if action in ("accept", "reject"):
+        if status != S.PENDING or requested_by == user_id:
+            raise NotFound("There is no friend request from this user to answer.")
+        return FriendshipRow(S.ACCEPTED if action == "accept" else S.REJECTED,
+                             requested_by)
+    if action == "block":
+        return FriendshipRow(S.BLOCKED, requested_by or user_id, user_id)
+    if action in ("unblock", "delete"):
+        if row is None:
+            raise NotFound("There is no friendship with this user.")
+        if status == S.BLOCKED and row.blocked_by != user_id:
+            raise Forbidden("Only the user who blocked may unblock.")
+        if action == "unblock" and status != S.BLOCKED:
+            raise Conflict("This friendship is not blocked.")
+        return None
+    raise ValueError(action)
+
+
 async def change_friendship(ctx: Context, other_id: str, action: str):
     if action not in ACTIONS:
         raise NotFound(f"Unknown friendship action {action!r}.")
@@ -50,11 +85,13 @@ async def change_friendship(ctx: Context, other_id: str, action: str):
     now = ctx.now_ms()
     if action == "request":
         await _refuse_too_soon(ctx, other_id, now)
-    status = await store.change_friendship(ctx.user.id, other_id, action, now)
+    new = await store.change_friendship(
+        ctx.user.id, other_id,
+        lambda row: next_friendship(ctx.user.id, other_id, action, row), now)
     if action == "reject":
         # A reject succeeds only on a request the other user made.
         await store.note_rejection(other_id, ctx.user.id, now)
-    return {"userId": other_id, "status": status}
+    return FriendshipChanged(other_id, int(new.status) if new is not None else None)
 
 
 async def _refuse_too_soon(ctx: Context, other_id: str, now: int) -> None:

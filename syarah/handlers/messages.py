@@ -2,44 +2,35 @@
 
 from __future__ import annotations
 
-from syarah.errors import Forbidden, NotFound, Validation
+from syarah.errors import ChatError, Forbidden, NotFound, Validation
 from syarah.handlers.context import Context
 from syarah.protocol import inbound as dto
 from syarah.protocol.media import parse_media_path
-from syarah.protocol.outbound import ChatMessage, MessageReply, Page, to_wire
-from syarah.store import Duplicate
-from syarah.types import MessageType
+from syarah.protocol.outbound import (ChatMessage, MessageReply, MessagesDeleted, Page,
+                                      ReadMarker, to_wire)
+from syarah.store import Duplicate, Refused
+from syarah.types import FriendshipStatus, MessageType
+
+# What the store's refusals mean to the person whose change it was.
+_REFUSED = {
+    "no_chat": (NotFound, "That chat does not exist."),
+    "not_member": (Forbidden, "You are not a member of this chat."),
+    "blocked": (Forbidden, "This conversation is blocked; messages cannot be sent."),
+    "no_message": (NotFound, "That message does not exist in this chat."),
+    "upload_gone": (Validation, "That upload is no longer available; upload it again."),
+}
+
+
+def explain(refused: Refused) -> ChatError:
+    error, text = _REFUSED[refused.reason]
+    return error(text)
 
 
 async def check_media(ctx: Context, message_type: int, path: str) -> None:
     if message_type == MessageType.TEXT:
         return
-    if ctx.services.media is None:
-        parse_media_path(path, message_type)
-    else:
-        # Shape, file, record and owner: the path's shape is checked there first.
-        await ctx.services.media.check_message_path(ctx.user.id, message_type, path)
-
-
-def in_transaction(*hooks):
-    """One ``(txn, message)`` hook running each given hook in turn (None: skipped)."""
-    hooks = [h for h in hooks if h is not None]
-    if not hooks:
-        return None
-
-    async def run_all(txn, message):
-        for hook in hooks:
-            await hook(txn, message)
-    return run_all
-
-
-def media_hook(ctx: Context, message_type: int, path: str):
-    """Marks the upload as used in the message's own transaction (so the orphan sweep
-    keeps it); refuses the message when the sweep removed it meanwhile."""
-    media = ctx.services.media
-    if message_type == MessageType.TEXT or media is None:
-        return None
-    return media.use_in_message(ctx.user.id, path)
+    # Shape, file, record and owner: the path's shape is checked there first.
+    await ctx.services.media.check_message_path(ctx.user.id, message_type, path)
 
 
 # Every path uploadFile returns starts with this.
@@ -60,23 +51,31 @@ async def create_message(ctx: Context, e: dto.CreateMessage):
     e.message_type = sent_type(e.message_type, e.message)
     await check_media(ctx, e.message_type, e.message)
     push = ctx.services.push
-    after_insert = in_transaction(
-        push.outbox_writer(ctx) if push is not None else None,
-        media_hook(ctx, e.message_type, e.message))
+    plan = await push.plan(e.chat_header_id, ctx.user.id) if push is not None else None
+    reply = None
+
+    async def committed(message):
+        nonlocal reply
+        # Serialised once for the broadcast and the ack alike.
+        reply = to_wire(MessageReply(message.chat_header_id, ChatMessage.of(message)))
+        if plan is not None:
+            push.queued(plan)
+        await ctx.services.rooms.to_chat(message.chat_header_id, "message", reply)
+
     try:
         message = await ctx.services.store.add_message(
             e.chat_header_id, ctx.user, e.message, e.message_type, e.caption,
-            e.client_message_id, ctx.now_ms(), after_insert=after_insert)
+            e.client_message_id, ctx.now_ms(),
+            # Marked used in the message's own transaction, so the orphan sweep keeps it.
+            upload=e.message if e.message_type != MessageType.TEXT else None,
+            pushes=plan.pushes if plan is not None else (), after_commit=committed)
     except Duplicate as dup:
         # A retry of a message that was stored: answer as the first time, but the
         # room already has it, so nothing is broadcast again.
         return MessageReply(dup.existing.chat_header_id, ChatMessage.of(dup.existing))
-    # Serialised once for the broadcast and the ack alike.
-    reply = to_wire(MessageReply(message.chat_header_id, ChatMessage.of(message)))
-    await ctx.services.rooms.to_chat(message.chat_header_id, "message", reply)
-    if push is not None:
-        push.wake()
-    return reply
+    except Refused as refused:
+        raise explain(refused) from None
+    return reply or MessageReply(message.chat_header_id, ChatMessage.of(message))
 
 
 async def require_member(ctx: Context, chat_id: int):
@@ -106,29 +105,27 @@ async def update_message(ctx: Context, e: dto.UpdateMessage):
             and existing.user_id == ctx.user.id):
         await check_media(ctx, existing.message_type, e.message)
 
-    async def check(current):
-        # Shape only, no I/O: inside the transaction.
+    async def decide(current, friendship_status):
+        # Inside the transaction, on the locked row: no I/O here.
+        if current.user_id != ctx.user.id:
+            raise Forbidden("Only the author may edit a message.")
+        if friendship_status == FriendshipStatus.BLOCKED:
+            raise Forbidden("This conversation is blocked; messages cannot be edited.")
         if current.message_type != MessageType.TEXT:
             parse_media_path(e.message, current.message_type)
 
-    media = ctx.services.media
-    release = media.releaser() if media is not None else None
+    async def committed(message, released):
+        await ctx.services.rooms.to_chat(e.chat_header_id, "messageUpdated",
+                                         ChatMessage.of(message))
+        await ctx.services.media.forget_released(released)
 
-    async def after_update(txn, message, previous):
-        if message.message_type == MessageType.TEXT or previous == message.message:
-            return
-        # Another file: the new one is carried, the old one released.
-        await media_hook(ctx, message.message_type, message.message)(txn, message)
-        await release.in_transaction(txn, [previous])
-
-    message = await store.update_message(
-        e.id, e.chat_header_id, ctx.user.id, e.message, e.caption, ctx.now_ms(), check=check,
-        after_update=after_update if media is not None else None)
-    chat_message = ChatMessage.of(message)
-    await ctx.services.rooms.to_chat(e.chat_header_id, "messageUpdated", chat_message)
-    if release is not None:
-        await release.after_commit()
-    return MessageReply(e.chat_header_id, chat_message)
+    try:
+        message = await store.update_message(
+            e.id, e.chat_header_id, ctx.user.id, e.message, e.caption, ctx.now_ms(),
+            decide, after_commit=committed)
+    except Refused as refused:
+        raise explain(refused) from None
+    return MessageReply(e.chat_header_id, ChatMessage.of(message))
 
 
 async def remove_message(ctx: Context, e: dto.RemoveMessage):
@@ -136,21 +133,35 @@ async def remove_message(ctx: Context, e: dto.RemoveMessage):
     if not ids:
         raise Validation("id or ids is required.")
     await require_member(ctx, e.chat_header_id)
-    media = ctx.services.media
-    release = media.releaser() if media is not None else None
+
+    async def check(found):
+        # All or none: each must be in the chat and the caller's own.
+        missing = [i for i in ids if found.get(i, (None,))[0] != e.chat_header_id]
+        if missing:
+            raise NotFound(
+                f"Message {missing[0]} does not exist in this chat; nothing was deleted.")
+        foreign = [i for i in ids if found[i][1] != ctx.user.id]
+        if foreign:
+            raise Forbidden(
+                f"Only the author may delete message {foreign[0]}; nothing was deleted.")
+
+    async def committed(deleted, released):
+        for message_id in deleted:
+            await ctx.services.rooms.to_chat(e.chat_header_id, "messageDeleted",
+                                             message_id)
+        await ctx.services.media.forget_released(released)
+
     deleted = await ctx.services.store.delete_messages(
-        e.chat_header_id, ctx.user.id, ids,
-        after_delete=release.in_transaction if release is not None else None)
-    for message_id in deleted:
-        await ctx.services.rooms.to_chat(e.chat_header_id, "messageDeleted", message_id)
-    if release is not None:
-        await release.after_commit()
-    return {"chatHeaderId": e.chat_header_id, "deletedIds": deleted}
+        e.chat_header_id, ids, check, after_commit=committed)
+    return MessagesDeleted(e.chat_header_id, deleted)
 
 
 async def read_message(ctx: Context, e: dto.ReadMessage):
     await require_member(ctx, e.chat_header_id)
-    last_read = await ctx.services.store.mark_read(e.chat_header_id, ctx.user.id)
+    try:
+        last_read = await ctx.services.store.mark_read(e.chat_header_id, ctx.user.id)
+    except Refused as refused:
+        raise explain(refused) from None
     await ctx.services.rooms.to_chat(e.chat_header_id, "messageHasBeenRead",
                                      e.chat_header_id)
-    return {"chatHeaderId": e.chat_header_id, "lastReadMessageId": last_read}
+    return ReadMarker(e.chat_header_id, last_read)

@@ -9,7 +9,7 @@ from syarah.handlers.chats import headers_for, individual_chat
 from syarah.handlers.context import Context
 from syarah.handlers.messages import require_member
 from syarah.protocol import inbound as dto
-from syarah.protocol.outbound import JoinRoomReply, MemberJoined, Typing
+from syarah.protocol.outbound import JoinRoomReply, MemberJoined, Ok, RoomLeft, Typing
 
 log = logging.getLogger("syarah.rooms")
 
@@ -44,7 +44,7 @@ async def leave_room(ctx: Context, e: dto.LeaveRoom):
     await require_member(ctx, e.chat_header_id)
     await ctx.services.rooms.leave(ctx.sid, e.chat_header_id)
     await ctx.services.presence.clear_viewing(ctx.user.id, ctx.sid, e.chat_header_id)
-    return {"chatHeaderId": e.chat_header_id, "left": True}
+    return RoomLeft(e.chat_header_id)
 
 
 async def room_typing(ctx: Context, e: dto.RoomTyping):
@@ -60,7 +60,7 @@ async def room_typing(ctx: Context, e: dto.RoomTyping):
         Typing(name=name, is_typing=e.is_typing, chat_header_id=e.chat_header_id,
                user_id=ctx.user.id),
         skip_sid=ctx.sid)
-    return {"ok": True}
+    return Ok()
 
 
 async def _blocked(ctx: Context, chat_id: int) -> bool:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hmac
 
-from syarah.errors import Forbidden, NotFound, Unauthorized
-from syarah.handlers import chats, friendships
-from syarah.clock import now_ms
-from syarah.http.base import ApiHandler, rate_limited
+from syarah.errors import Forbidden, NotFound, Unauthorized, Unavailable
+from syarah.handlers import chats, devices, friendships, users
+from syarah.http.base import ApiHandler, rate_limited, render_error
 from syarah.protocol import inbound as dto
 from syarah.protocol.fields import Guid, Id, decode
-from syarah.types import User
 
 
 def _guid(value: str, name: str) -> str:
@@ -93,34 +91,23 @@ class AdminUserHandler(ApiHandler):
         given = self.request.headers.get("X-Service-Key", "")
         if not hmac.compare_digest(given.encode(), key.encode()):
             raise Unauthorized("A valid X-Service-Key header is required.")
-        user_id = _guid(user_id, "id")
         body = decode(dto.AdminUser, self.json_body())
-        user = User(user_id, body.name, body.avatar)
-        await self.services.store.upsert_user(user, now_ms())
-        self.services.users.renamed(user)
-        self.reply({"id": user.id, "name": user.name, "avatar": user.avatar})
+        self.reply(await users.upsert_user(self.services, _guid(user_id, "id"), body))
 
 
 class DevicesHandler(ApiHandler):
     """POST /api/chat/devices {token, platform}; DELETE /api/chat/devices/{token}:
-    the caller's devices for push (CONTRACT §5). Registered even with push off, so
-    that turning it on later finds the devices already known."""
+    the caller's devices for push."""
 
     @rate_limited("device")
     async def post(self):
         ctx = await self.context()
-        body = decode(dto.RegisterDevice, self.json_body())
-        platform = body.platform.strip().lower()
-        await self.services.store.register_device(body.token, ctx.user.id, platform,
-                                                  now_ms())
-        self.reply({"token": body.token, "platform": platform})
+        self.reply(await devices.register_device(
+            ctx, decode(dto.RegisterDevice, self.json_body())))
 
     @rate_limited("device")
     async def delete(self, token):
-        ctx = await self.context()
-        if not await self.services.store.unregister_device(token, ctx.user.id):
-            raise NotFound("That device token is not registered to you.")
-        self.reply({"token": token, "removed": True})
+        self.reply(await devices.unregister_device(await self.context(), token))
 
 
 class HealthHandler(ApiHandler):
@@ -133,9 +120,8 @@ class ReadyHandler(ApiHandler):
         if await self.services.store.ping():
             self.reply({"status": "ready"})
         else:
-            self.set_status(503)
-            self.finish('{"success": false, "data": null, '
-                        '"message": "The chat store is unreachable."}')
+            # Answered, not raised: a probe of a store that is down is no event to log.
+            render_error(self, Unavailable("The chat store is unreachable."))
 
 
 class NotFoundHandler(ApiHandler):

@@ -21,6 +21,30 @@ log = logging.getLogger("syarah.http")
 MAX_JSON_BODY = 256 * 1024
 
 
+def as_chat_error(exc: BaseException | None, status_code: int, reason: str) -> ChatError:
+    """Whatever ended a request, as the ChatError its answer shows: a ChatError as it
+    is, Tornado's own (a bad method, a missing file) with its status and message,
+    anything else without its details."""
+    if isinstance(exc, ChatError):
+        return exc
+    if isinstance(exc, tornado.web.HTTPError) and exc.log_message:
+        error = ChatError(exc.log_message)
+    else:
+        error = ChatError(reason if status_code < 500 else None)
+    error.status = status_code
+    return error
+
+
+def render_error(handler: tornado.web.RequestHandler, error: ChatError) -> None:
+    """Answer the request with ``error`` in the REST envelope {success: false, data:
+    null, message}: the one place where an error becomes an HTTP reply."""
+    handler.set_status(error.status)
+    handler.set_header("Content-Type", "application/json; charset=utf-8")
+    if getattr(error, "retry_after", None):
+        handler.set_header("Retry-After", str(math.ceil(error.retry_after)))
+    handler.finish(json.dumps({"success": False, "data": None, "message": error.message}))
+
+
 class ApiHandler(tornado.web.RequestHandler):
     services: Services
 
@@ -55,16 +79,7 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs):
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ChatError):
-            message = exc.message
-        elif isinstance(exc, tornado.web.HTTPError) and exc.log_message:
-            message = exc.log_message
-        else:
-            message = self._reason if status_code < 500 else "Something went wrong on the server."
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        if getattr(exc, "retry_after", None):
-            self.set_header("Retry-After", str(math.ceil(exc.retry_after)))
-        self.finish(json.dumps({"success": False, "data": None, "message": message}))
+        render_error(self, as_chat_error(exc, status_code, self._reason))
 
     def _handle_request_exception(self, e):
         if isinstance(e, ChatError):

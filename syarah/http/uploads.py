@@ -11,7 +11,6 @@ deleted.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
@@ -26,9 +25,9 @@ from streaming_form_data.parser import ParseFailedException
 from streaming_form_data.targets import BaseTarget
 
 from syarah import metrics
-from syarah.errors import (ChatError, Internal, PayloadTooLarge, Unavailable,
+from syarah.errors import (ChatError, Internal, PayloadTooLarge,
                            UnsupportedMedia, Validation)
-from syarah.http.base import ApiHandler
+from syarah.http.base import ApiHandler, as_chat_error, render_error
 from syarah.media.kinds import BY_FOLDER, CONTENT_TYPES
 from syarah.media.service import MIB, MediaService, client_extension, client_file_name
 from syarah.media.sniff import HEAD_BYTES
@@ -204,8 +203,6 @@ class UploadFileHandler(ApiHandler):
         if self.request.method != "POST":
             return
         media: MediaService = self.services.media
-        if media is None:
-            raise Unavailable("Uploads are not available on this server.")
         # The server-wide limit is sized for Socket.IO polling packets; this request
         # may stream up to the largest upload. data_received counts the body itself
         # so that an oversize one gets the envelope; Tornado's own check (a bare 400)
@@ -424,12 +421,12 @@ class UploadedFileHandler(tornado.web.StaticFileHandler):
             self.set_header("Vary", "Origin")
 
     def write_error(self, status_code: int, **kwargs):
-        self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("X-Content-Type-Options", "nosniff")
         for name in ("Content-Disposition", "Cache-Control", "Content-Range"):
             self.clear_header(name)
-        message = "No such file." if status_code == 404 else self._reason
-        self.finish(json.dumps({"success": False, "data": None, "message": message}))
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        render_error(self, as_chat_error(
+            exc, status_code, "No such file." if status_code == 404 else self._reason))
 
 
 

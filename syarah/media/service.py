@@ -230,16 +230,22 @@ class MediaService:
             raise Validation(f"That file was uploaded as message type "
                              f"{upload.message_type}, not {message_type}.")
 
-    def releaser(self) -> "Release":
-        return Release(self)
-
-    def use_in_message(self, user_id: str, path: str):
-        """A hook for the message's transaction: marks the upload used, so the sweep
-        keeps it, or refuses the message when the sweep took the file meanwhile."""
-        async def mark(txn, message):
-            if not await self.store.use_upload(txn, path, user_id, now_ms()):
-                raise Validation("That upload is no longer available; upload it again.")
-        return mark
+    async def forget_released(self, paths: list[str]) -> None:
+        """After the commit of a transaction that released ``paths`` (messages deleted,
+        or edited to another file): the file of each that no message carries any more
+        is deleted at once, since a deleted photo must not stay served until the next
+        sweep. A user may send one upload in several messages, so only the last one
+        frees it."""
+        for path in dict.fromkeys(paths):
+            try:
+                # Only a path with an upload record can be forgotten, so a message's
+                # text never names a file to delete by itself.
+                if await self.store.forget_unused_upload(path):
+                    _remove(self.file_for(path))
+            except Exception:
+                # The message is gone either way; the orphan sweep takes the file.
+                log.warning("could not delete the released upload %s now", path,
+                            exc_info=True)
 
     # ----- disk hygiene
 
@@ -284,37 +290,6 @@ class MediaService:
         if removed:
             log.info("removed %d uploads that no message used", removed)
         return removed
-
-
-class Release:
-    """Uploads that messages stop carrying (deleted, or edited to another file). In
-    the message's transaction each counts one message fewer; after the commit, the
-    file of each that no message carries any more is deleted at once: a deleted photo
-    must not stay served until the next sweep. A user may send one upload in several
-    messages, so only the last one frees it."""
-
-    def __init__(self, media: MediaService):
-        self.media = media
-        self.paths: list[str] = []
-
-    async def in_transaction(self, txn, paths: list[str]) -> None:
-        for path in paths:
-            await self.media.store.release_upload(txn, path)
-        self.paths.extend(paths)
-
-    async def after_commit(self) -> None:
-        store = self.media.store
-        for path in dict.fromkeys(self.paths):
-            try:
-                # Only a path with an upload record can be forgotten, so a message's
-                # text never names a file to delete by itself.
-                if await store.forget_unused_upload(path):
-                    _remove(self.media.file_for(path))
-            except Exception:
-                # The message is gone either way; the orphan sweep takes the file.
-                log.warning("could not delete the released upload %s now", path,
-                            exc_info=True)
-        self.paths = []
 
 
 def today() -> int:

@@ -179,6 +179,62 @@ class FriendshipRecord:
     chat_header_id: int | None
 
 
+@dataclass
+class MessagesDeleted:
+    """removeMessage's ack."""
+
+    chat_header_id: int
+    deleted_ids: list[int]
+
+
+@dataclass
+class ReadMarker:
+    """readMessage's ack: where the caller's read marker now is."""
+
+    chat_header_id: int
+    last_read_message_id: int | None
+
+
+@dataclass
+class RoomLeft:
+    chat_header_id: int
+    left: bool = True
+
+
+@dataclass
+class Ok:
+    """The ack of an event that answers nothing but that it was done."""
+
+    ok: bool = True
+
+
+@dataclass
+class FriendshipChanged:
+    """A friendship action's answer: the pair's new status (None: no friendship)."""
+
+    user_id: str
+    status: int | None
+
+
+@dataclass
+class MemberRemoved:
+    chat_header_id: int
+    user_id: str
+    removed: bool = True
+
+
+@dataclass
+class Device:
+    token: str
+    platform: str
+
+
+@dataclass
+class DeviceRemoved:
+    token: str
+    removed: bool = True
+
+
 _NAMES: dict[type, list[tuple[str, str, bool]]] = {}
 
 # Fields that the wire omits when empty rather than sending null.

@@ -1,8 +1,8 @@
 """The push service: decides who is pushed for a new message, queues it in the
 message's transaction, and drains the outbox in the background (CONTRACT §6).
 
-``createMessage`` only writes outbox rows and calls ``wake()``; FCM is never on its
-path. The worker leases rows with a claim (so several nodes share one outbox without
+``createMessage`` only writes outbox rows and, after the commit, calls ``wake()``;
+FCM is never on its path. The worker leases rows with a claim (so several nodes share one outbox without
 sending a row twice), re-checks each row just before sending (deleted message, read
 already, device gone) and settles it: deleted when sent or dropped, rescheduled with
 backoff when FCM asks for patience, kept as failed when retrying cannot help.
@@ -16,6 +16,7 @@ import logging
 import random
 import time
 import uuid
+from dataclasses import dataclass
 
 from syarah.clock import now_ms
 from syarah.push import metrics
@@ -42,6 +43,15 @@ MAX_BACKOFF = 600.0
 
 
 
+@dataclass
+class PushPlan:
+    """The outbox rows for one message, and who was left out and why."""
+
+    pushes: list[tuple[str, str]]
+    skipped_viewing: int
+    skipped_no_device: int
+
+
 class PushService:
     def __init__(self, store, presence, fcm: FcmClient, *, concurrency: int = 8,
                  max_attempts: int = 8, retry_base: float = 1.0):
@@ -61,28 +71,31 @@ class PushService:
 
     # The message path
 
-    def outbox_writer(self, ctx):
-        """The ``after_insert(txn, message)`` hook that queues pushes in the message's
-        transaction: every member but the sender with no socket viewing the chat, on
-        each of their devices."""
-        store, presence = self.store, self.presence
+    async def plan(self, chat_id: int, sender_id: str) -> "PushPlan":
+        """Who is pushed for a message the sender is about to store in the chat: every
+        member but the sender with no socket viewing the chat, on each of their
+        devices. Decided before the message's transaction, so that the presence
+        lookup (a Redis round trip with the scale-out presence) never runs while the
+        chat's row is locked. What changes in between is caught when the row is sent:
+        a member who left, a device removed, a message read or deleted."""
+        targets = await self.store.push_targets(chat_id, sender_id)
+        members = list(dict.fromkeys(user_id for user_id, _ in targets))
+        if not members:
+            return PushPlan([], 0, 0)
+        viewing = await self.presence.viewing(chat_id, members)
+        queued = [(u, token) for u, token in targets
+                  if u not in viewing and token is not None]
+        with_device = {u for u, _ in queued}
+        return PushPlan(queued, len(viewing),
+                        len([u for u in members if u not in viewing and u not in with_device]))
 
-        async def after_insert(txn, message):
-            targets = await store.push_targets(txn, message.chat_header_id, message.user_id)
-            members = list(dict.fromkeys(user_id for user_id, _ in targets))
-            if not members:
-                return
-            # An in-memory lookup, or one Redis round trip with the scale-out presence.
-            viewing = await presence.viewing(message.chat_header_id, members)
-            queued = [(u, token) for u, token in targets
-                      if u not in viewing and token is not None]
-            with_device = {u for u, _ in queued}
-            metrics.count("skipped_viewing", len(viewing))
-            metrics.count("skipped_no_device",
-                          len([u for u in members if u not in viewing and u not in with_device]))
-            await store.add_pushes(txn, message, queued, now_ms())
-
-        return after_insert
+    def queued(self, plan: "PushPlan") -> None:
+        """The message carrying ``plan.pushes`` was committed: count the decisions once
+        (however often its transaction was retried) and look at the outbox now."""
+        metrics.count("skipped_viewing", plan.skipped_viewing)
+        metrics.count("skipped_no_device", plan.skipped_no_device)
+        if plan.pushes:
+            self.wake()
 
     def wake(self) -> None:
         """New rows were queued: look at the outbox now rather than at the next poll."""

@@ -1,4 +1,6 @@
-"""All SQL lives below this package; nothing else knows a table name.
+"""All SQL lives below this package; nothing else knows a table name. The store
+returns facts and the handlers decide: where a rule must hold inside a transaction,
+the handler hands the store a function that decides on what the transaction read.
 
 ``DataStore`` gathers one store class per table group over one Database.
 """
@@ -8,7 +10,7 @@ from __future__ import annotations
 from syarah.store.chats import ChatStore
 from syarah.store.database import Database
 from syarah.store.friendships import FriendshipStore
-from syarah.store.messages import Duplicate, MessageStore
+from syarah.store.messages import Duplicate, MessageStore, Refused
 from syarah.store.migrations import SchemaOutOfDate, migrate, pending
 from syarah.store.push import PushStore
 from syarah.store.recovery import RecoveryStore
@@ -16,7 +18,7 @@ from syarah.store.sync import SyncStore
 from syarah.store.uploads import UploadStore
 from syarah.store.users import UserStore
 
-__all__ = ["DataStore", "Database", "Duplicate", "open_store"]
+__all__ = ["DataStore", "Database", "Duplicate", "Refused", "open_store"]
 
 
 class DataStore(UserStore, ChatStore, MessageStore, FriendshipStore, PushStore,

@@ -2,7 +2,10 @@
 
 ``Database.run(fn, *args)`` runs ``fn(txn, *args)`` in one transaction, retried when the
 engine reports a deadlock, and turns an unreachable or slow database into Unavailable,
-so that an event answers quickly instead of hanging (CONTRACT §3).
+so that an event answers quickly instead of hanging. What must follow the change
+(a broadcast, a push wake-up, deleting a released file) is queued with
+``txn.call_after`` and runs once, after the COMMIT: no I/O besides SQL inside a
+transaction, and nothing done twice when a deadlock victim is retried.
 """
 
 from __future__ import annotations
@@ -74,11 +77,21 @@ class Result:
 
 
 class Transaction:
-    """The cursor side of a transaction: every statement is converted by the engine."""
+    """The cursor side of a transaction: every statement is converted by the engine.
 
-    def __init__(self, engine: Engine, cursor_factory):
+    ``call_after(fn, *args)`` queues work for after the COMMIT (a broadcast, a wake-up,
+    deleting a file): it runs once when the commit succeeded, never after a rollback,
+    and an attempt retried after a deadlock drops what it queued, so only the attempt
+    that committed is counted.
+    """
+
+    def __init__(self, engine: Engine, cursor_factory, after: list | None = None):
         self.engine = engine
         self._cursor = cursor_factory
+        self.after_commit = after if after is not None else []
+
+    def call_after(self, fn, *args) -> None:
+        self.after_commit.append((fn, args))
 
     async def execute(self, sql: str, *args) -> Result:
         raise NotImplementedError
@@ -128,7 +141,7 @@ class Database:
     async def close(self):
         raise NotImplementedError
 
-    async def _run_once(self, fn, args):
+    async def _run_once(self, fn, args, after: list):
         raise NotImplementedError
 
     async def run_exclusive(self, fn, *args, name: str, wait: float):
@@ -140,8 +153,10 @@ class Database:
     async def run(self, fn, *args):
         """Run ``fn(txn, *args)`` in a transaction and return what it returns."""
         for attempt in range(DEADLOCK_RETRIES):
+            # A fresh queue per attempt: a rolled-back attempt's work is dropped.
+            after: list = []
             try:
-                return await _within(self._run_once(fn, args), self.timeout)
+                result = await _within(self._run_once(fn, args, after), self.timeout)
             except asyncio.TimeoutError:
                 raise Unavailable("The chat store did not answer in time; try again.")
             except Exception as exc:
@@ -152,6 +167,8 @@ class Database:
                     log.warning("database unreachable: %s", exc)
                     raise Unavailable() from exc
                 raise
+            await run_after_commit(after)
+            return result
 
     # One-statement conveniences, each its own transaction.
 
@@ -176,6 +193,18 @@ class Database:
             return True
         except Exception:
             return False
+
+
+async def run_after_commit(after: list) -> None:
+    """The work a committed transaction queued, in order. The change is stored
+    whatever happens here, so a failing callback is logged and the rest still run."""
+    for fn, args in after:
+        try:
+            done = fn(*args)
+            if asyncio.iscoroutine(done):
+                await done
+        except Exception:
+            log.exception("work queued after a commit failed: %r", fn)
 
 
 def _sqlite_path(url: str) -> str:
@@ -243,24 +272,27 @@ class SqliteDatabase(Database):
                     if not self.engine.is_deadlock(exc) or loop.time() > deadline:
                         raise
                     await asyncio.sleep(0.05)
-            return await self._begun(fn, args)
+            after: list = []
+            result = await self._begun(fn, args, after)
+        await run_after_commit(after)
+        return result
 
-    async def _begun(self, fn, args):
+    async def _begun(self, fn, args, after: list):
         """Run fn in the transaction just begun, then commit it (or roll it back)."""
         try:
-            result = await fn(_SqliteTxn(self.engine, self._conn), *args)
+            result = await fn(_SqliteTxn(self.engine, self._conn, after), *args)
         except BaseException:
             await self._conn.execute("ROLLBACK")
             raise
         await self._conn.execute("COMMIT")
         return result
 
-    async def _run_once(self, fn, args):
+    async def _run_once(self, fn, args, after: list):
         async with self._lock:
             self.in_use = 1
             try:
                 await self._conn.execute("BEGIN IMMEDIATE")
-                return await self._begun(fn, args)
+                return await self._begun(fn, args, after)
             finally:
                 self.in_use = 0
 
@@ -338,10 +370,10 @@ class MysqlDatabase(Database):
                 if held != 1:
                     raise RuntimeError(f"another process held the lock {name!r} of this "
                                        f"database for {wait:.0f}s; try again later")
+                after: list = []
                 try:
-                    result = await fn(_MysqlTxn(self.engine, cur), *args)
+                    result = await fn(_MysqlTxn(self.engine, cur, after), *args)
                     await conn.commit()
-                    return result
                 except BaseException:
                     await conn.rollback()
                     raise
@@ -354,8 +386,10 @@ class MysqlDatabase(Database):
             raise
         finally:
             pool.release(conn)
+        await run_after_commit(after)
+        return result
 
-    async def _run_once(self, fn, args):
+    async def _run_once(self, fn, args, after: list):
         pool = self._pool
         if pool is None:
             raise Unavailable("The chat store is closed.")
@@ -367,7 +401,7 @@ class MysqlDatabase(Database):
                 # statement opens the transaction: an explicit BEGIN would only cost
                 # a round trip per transaction.
                 async with conn.cursor() as cur:
-                    result = await fn(_MysqlTxn(self.engine, cur), *args)
+                    result = await fn(_MysqlTxn(self.engine, cur, after), *args)
                 await conn.commit()
                 return result
             except BaseException as exc:

@@ -36,6 +36,11 @@ class Engine:
         """Text to put after a table reference so that the engine walks ``index``."""
         return ""
 
+    # Appended to a SELECT whose rows the transaction goes on to change: it locks
+    # them, so that a concurrent transaction waits instead of acting on what it read
+    # before this one's change. Empty where one writer at a time is the rule.
+    for_update = ""
+
     # How a transaction that must run alone across every process starts, and the
     # named lock (with its release) that keeps other processes out meanwhile: None
     # where the transaction's own BEGIN is that lock.
@@ -116,6 +121,9 @@ class MysqlEngine(Engine):
         "text": "MEDIUMTEXT",
         "bool": "TINYINT",
     }
+
+    # InnoDB's plain SELECT reads a snapshot without locking.
+    for_update = " FOR UPDATE"
 
     def convert(self, sql: str) -> str:
         return _pyformat(sql)

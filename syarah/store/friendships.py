@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from syarah import types
-from syarah.errors import Conflict, Forbidden, NotFound
 from syarah.store import rows
 from syarah.types import FriendshipStatus as S
 
@@ -65,11 +64,6 @@ class FriendshipStore:
             user_id, rejected_by)
         return row[0] if row else None
 
-    async def _get(self, txn, user_id, other_id):
-        return await txn.fetchone(
-            "SELECT status, requested_by, blocked_by FROM friendships"
-            " WHERE user_id = ? AND other_user_id = ?", user_id, other_id)
-
     async def _write_pair(self, txn, a, b, status, requested_by, blocked_by, now_ms):
         for x, y in ((a, b), (b, a)):
             result = await txn.execute(
@@ -82,51 +76,28 @@ class FriendshipStore:
                     " blocked_by, creation_ms, update_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     x, y, status, requested_by, blocked_by, now_ms, now_ms)
 
-    async def change_friendship(self, user_id: str, other_id: str, action: str,
-                                now_ms: int) -> int | None:
-        """Apply a friendship action by ``user_id``; returns the new status (None when
-        the friendship is gone)."""
+    async def change_friendship(self, user_id: str, other_id: str, decide, now_ms: int):
+        """Change the pair's friendship as ``decide`` says, in one transaction.
+
+        ``decide(row)`` gets the pair's row as ``user_id`` sees it, a FriendshipRow or
+        None when there is none, read under a lock so that two actions on one pair
+        never both act on the same state; it returns the FriendshipRow to write for
+        both sides, or None to delete the pair (it may raise instead). Returns what
+        ``decide`` returned.
+        """
         async def txn_fn(txn):
-            row = await self._get(txn, user_id, other_id)
-            status, requested_by, blocked_by = row if row else (None, None, None)
-            if status == S.BLOCKED and action != "unblock":
-                raise Forbidden("This friendship is blocked.")
-            if action == "request":
-                if status == S.ACCEPTED:
-                    raise Conflict("You are already friends.")
-                if status == S.PENDING and requested_by == other_id:
-                    # Both asked: that is an acceptance.
-                    new = S.ACCEPTED
-                elif status == S.PENDING:
-                    raise Conflict("A friend request is already pending.")
-                else:
-                    new = S.PENDING
-                    requested_by = user_id
-                await self._write_pair(txn, user_id, other_id, int(new), requested_by,
-                                       None, now_ms)
-                return int(new)
-            if action in ("accept", "reject"):
-                if status != S.PENDING or requested_by == user_id:
-                    raise NotFound("There is no friend request from this user to answer.")
-                new = S.ACCEPTED if action == "accept" else S.REJECTED
-                await self._write_pair(txn, user_id, other_id, int(new), requested_by,
-                                       None, now_ms)
-                return int(new)
-            if action == "block":
-                await self._write_pair(txn, user_id, other_id, int(S.BLOCKED),
-                                       requested_by or user_id, user_id, now_ms)
-                return int(S.BLOCKED)
-            if action in ("unblock", "delete"):
-                if row is None:
-                    raise NotFound("There is no friendship with this user.")
-                if status == S.BLOCKED and blocked_by != user_id:
-                    raise Forbidden("Only the user who blocked may unblock.")
-                if action == "unblock" and status != S.BLOCKED:
-                    raise Conflict("This friendship is not blocked.")
+            row = await txn.fetchone(
+                "SELECT status, requested_by, blocked_by FROM friendships"
+                " WHERE user_id = ? AND other_user_id = ?" + self.db.engine.for_update,
+                user_id, other_id)
+            new = decide(types.FriendshipRow(*row) if row else None)
+            if new is not None:
+                await self._write_pair(txn, user_id, other_id, int(new.status),
+                                       new.requested_by, new.blocked_by, now_ms)
+            elif row is not None:
                 await txn.execute(
                     "DELETE FROM friendships WHERE (user_id = ? AND other_user_id = ?)"
                     " OR (user_id = ? AND other_user_id = ?)",
                     user_id, other_id, other_id, user_id)
-                return None
-            raise ValueError(action)
+            return new
         return await self.db.run(txn_fn)

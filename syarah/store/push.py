@@ -27,7 +27,7 @@ _JOB_SELECT = (
 _JOB_WIDTH = 12
 
 # A row is free to claim when pending, due, and not under a live lease of any node.
-_CLAIMABLE = ("status = 0 AND due_ms <= ?"
+_CLAIMABLE = (f"status = {PENDING} AND due_ms <= ?"
               " AND (claimed_until_ms IS NULL OR claimed_until_ms < ?)")
 
 
@@ -57,7 +57,7 @@ class PushStore:
         async def txn_fn(txn):
             await txn.execute(sql, token, user_id, platform, now_ms, now_ms)
             await txn.execute(
-                "DELETE FROM push_outbox WHERE token = ? AND user_id <> ? AND status = 0",
+                f"DELETE FROM push_outbox WHERE token = ? AND user_id <> ? AND status = {PENDING}",
                 token, user_id)
         await self.db.run(txn_fn)
 
@@ -68,7 +68,7 @@ class PushStore:
                 "DELETE FROM push_devices WHERE token = ? AND user_id = ?", token, user_id)
             if result.rowcount:
                 await txn.execute(
-                    "DELETE FROM push_outbox WHERE token = ? AND status = 0", token)
+                    f"DELETE FROM push_outbox WHERE token = ? AND status = {PENDING}", token)
             return result.rowcount > 0
         return await self.db.run(txn_fn)
 
@@ -78,7 +78,7 @@ class PushStore:
         async def txn_fn(txn):
             await txn.execute("DELETE FROM push_devices WHERE token = ?", token)
             result = await txn.execute(
-                "DELETE FROM push_outbox WHERE token = ? AND status = 0", token)
+                f"DELETE FROM push_outbox WHERE token = ? AND status = {PENDING}", token)
             return result.rowcount
         return await self.db.run(txn_fn)
 
@@ -88,13 +88,12 @@ class PushStore:
             user_id)
         return [(r[0], r[1]) for r in found]
 
-    # Writing the outbox, inside the message's transaction
+    # Writing the outbox: who, read before the message's transaction; the rows, in it
 
-    @staticmethod
-    async def push_targets(txn, chat_id: int, sender_id: str) -> list[tuple[str, str | None]]:
+    async def push_targets(self, chat_id: int, sender_id: str) -> list[tuple[str, str | None]]:
         """Every member but the sender with each of their device tokens (None for a
         member with no device), in one query."""
-        found = await txn.fetchall(
+        found = await self.db.fetchall(
             "SELECT cm.user_id, d.token FROM chat_members cm"
             " LEFT JOIN push_devices d ON d.user_id = cm.user_id"
             " WHERE cm.chat_header_id = ? AND cm.user_id <> ?", chat_id, sender_id)
@@ -102,11 +101,12 @@ class PushStore:
 
     @staticmethod
     async def add_pushes(txn, message: types.Message, targets, now_ms: int) -> None:
-        """Queue one outbox row per (user, token) in ``targets``."""
+        """Inside the message's transaction: one outbox row per (user, token) in
+        ``targets``."""
         if targets:
             await txn.executemany(
                 "INSERT INTO push_outbox (message_id, chat_header_id, user_id, token,"
-                " status, attempts, due_ms, creation_ms) VALUES (?, ?, ?, ?, 0, 0, ?, ?)",
+                f" status, attempts, due_ms, creation_ms) VALUES (?, ?, ?, ?, {PENDING}, 0, ?, ?)",
                 [(message.id, message.chat_header_id, user_id, token, now_ms, now_ms)
                  for user_id, token in targets])
 
@@ -140,7 +140,7 @@ class PushStore:
         row = await self.db.fetchone(
             "SELECT MIN(CASE WHEN claimed_until_ms IS NOT NULL"
             " AND claimed_until_ms > due_ms THEN claimed_until_ms ELSE due_ms END)"
-            " FROM push_outbox WHERE status = 0")
+            f" FROM push_outbox WHERE status = {PENDING}")
         return row[0] if row and row[0] is not None else None
 
     async def delete_pushes(self, ids) -> None:
@@ -172,7 +172,7 @@ class PushStore:
         if claims:
             await self.db.execute(
                 "UPDATE push_outbox SET claim_id = NULL, claimed_until_ms = NULL"
-                f" WHERE status = 0 AND claim_id IN ({rows.in_list(claims)})", *claims)
+                f" WHERE status = {PENDING} AND claim_id IN ({rows.in_list(claims)})", *claims)
 
     async def push_outbox_depth(self) -> dict[str, int]:
         """Rows waiting to be sent and rows given up on (for metrics)."""
