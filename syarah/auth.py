@@ -1,4 +1,4 @@
-"""Access tokens (CONTRACT §2): verified with PyJWT, algorithms from configuration only.
+"""Access tokens: verified with PyJWT, algorithms from configuration only.
 
 Verified tokens are cached until they expire, so the message path pays for a
 signature check once per token, not once per event.

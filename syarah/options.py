@@ -1,6 +1,6 @@
 """Every setting of the server, in one place.
 
-Precedence, lowest first (CONTRACT §9): the defaults below, ``--config FILE`` (a Python
+Precedence, lowest first: the defaults below, ``--config FILE`` (a Python
 file of ``name = value`` lines, as tornado.options reads it), ``SYARAH_<NAME>`` in the
 environment, then command-line flags ``--name=value`` (dashes or underscores).
 """

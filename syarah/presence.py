@@ -1,4 +1,4 @@
-"""Who is online and who is viewing which chat (CONTRACT §1 and §6).
+"""Who is online and who is viewing which chat.
 
 Handlers and push talk to the ``Presence`` interface only. ``LocalPresence`` keeps it
 in this process; a Redis-backed one serves several nodes with the same methods.

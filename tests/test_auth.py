@@ -1,4 +1,4 @@
-"""Access tokens (CONTRACT §2) and how a connection carries one (§1): HS256, RS256 and
+"""Access tokens and how a connection carries one: HS256, RS256 and
 ES256, refused algorithms, expiry, issuer and audience, ABP claims, the user row."""
 
 import base64

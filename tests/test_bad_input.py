@@ -1,5 +1,5 @@
 """Bad input for every client event: a readable error reply, nothing written, and the
-same socket keeps working (CONTRACT §3)."""
+same socket keeps working."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ NOT_OBJECTS = ["string", "", ["a", 1], [{"chatHeaderId": 1}], 42, -1, 4.5, True,
 BAD_IDS = ["abc", "", " ", "1.5", "0x10", "1e3", "-1", 0, -1, -5, 1.5, math.inf, math.nan,
            True, False, [], [1], {}, {"$gt": 0}, 2**64, "9" * 25, 2**53]
 BAD_COUNTS = ["many", -1, 1.5, True, [], {}, "x" * 100_000]
-# maxResultCount above 200 is clamped, not refused (CONTRACT §4: "at most 200").
+# maxResultCount above 200 is clamped, not refused.
 BAD_PAGE_SIZES = BAD_COUNTS + [0]
 BAD_SKIPS = BAD_COUNTS + [10**12]
 BAD_TEXTS = [123, True, [], ["a"], {}, {"text": "hi"}, "", "x" * 10_001, "x" * 100_000,

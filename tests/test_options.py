@@ -1,4 +1,4 @@
-"""Settings (CONTRACT §9): defaults < --config FILE < SYARAH_* environment < flags."""
+"""Settings: defaults < --config FILE < SYARAH_* environment < flags."""
 
 import os
 import socket

@@ -116,7 +116,7 @@ async def test_a_connection_with_a_bad_token_is_refused(server, token_of):
 
 
 async def test_viewing_state_is_cleared_on_leave_room(server, clients):
-    """Viewing drives push (CONTRACT §6); on the wire it shows as the room's events."""
+    """Viewing drives push; on the wire it shows as the room's events."""
     ann, bob = await people(server, "Ann", "Bob")
     a, b = await clients(ann), await clients(bob)
     chat_id = await dm(a, bob)

@@ -95,7 +95,7 @@ async def test_metrics_parse_and_move_with_events(server, clients):
 # --- token expiry ------------------------------------------------------------------
 
 def short_token(user: User, seconds_left: float) -> str:
-    # Tokens are accepted 30 s past exp (CONTRACT §2): exp = now - 30 + seconds_left.
+    # Tokens are accepted 30 s past exp: exp = now - 30 + seconds_left.
     return mint(SECRET, user.id, user.name, hours=(seconds_left - 30) / 3600)
 
 

@@ -1,4 +1,4 @@
-"""Push notifications (CONTRACT §6): who is pushed, what FCM receives, retries, token
+"""Push notifications: who is pushed, what FCM receives, retries, token
 removal, the OAuth token, and the outbox across a restart.
 
 Firebase cannot be reached from here, so a fake FCM + OAuth server (aiohttp on

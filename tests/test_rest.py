@@ -1,4 +1,4 @@
-"""REST (CONTRACT §5): the envelope, getChatHeaderAsync, friendships, group chats, the
+"""REST: the envelope, getChatHeaderAsync, friendships, group chats, the
 admin API, health, CORS, and what bad requests get back."""
 
 import json

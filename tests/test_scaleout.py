@@ -1,4 +1,4 @@
-"""Two nodes, one deployment (CONTRACT §8): MariaDB shared, Redis carrying room emits
+"""Two nodes, one deployment: MariaDB shared, Redis carrying room emits
 and presence. With CI set, Redis and MariaDB must be reachable."""
 
 import asyncio

@@ -8,7 +8,7 @@ import functools
 
 import yaml
 
-from syarah.http.base import ApiHandler
+from syarah.transport.http.base import ApiHandler
 
 
 class _Dumper(yaml.SafeDumper):

@@ -21,7 +21,7 @@ import tornado.web
 
 from syarah import auth
 from syarah.errors import Forbidden
-from syarah.http.base import ApiHandler
+from syarah.transport.http.base import ApiHandler
 from syarah.protocol.fields import Guid, Text, decode, wire
 
 log = logging.getLogger("syarah.playground")

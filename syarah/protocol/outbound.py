@@ -1,4 +1,4 @@
-"""Objects the server sends (CONTRACT §4), and the one serialiser that writes them.
+"""Objects the server sends, and the one serialiser that writes them.
 
 Dataclass fields are snake_case; ``to_wire`` writes them in the document's camelCase,
 times as ISO 8601 UTC with milliseconds and ``Z``.

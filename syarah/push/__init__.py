@@ -1,4 +1,4 @@
-"""Push notifications through FCM HTTP v1 (CONTRACT §6)."""
+"""Push notifications through FCM HTTP v1."""
 
 from __future__ import annotations
 

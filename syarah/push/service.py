@@ -1,5 +1,5 @@
 """The push service: decides who is pushed for a new message, queues it in the
-message's transaction, and drains the outbox in the background (CONTRACT §6).
+message's transaction, and drains the outbox in the background.
 
 ``createMessage`` only writes outbox rows and, after the commit, calls ``wake()``;
 FCM is never on its path. The worker leases rows with a claim (so several nodes share one outbox without

@@ -1,4 +1,4 @@
-"""Push devices and the push outbox (CONTRACT §6)."""
+"""Push devices and the push outbox."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import re
 import tornado.web
 
 from syarah import docs, paths, playground
-from syarah.http import api, uploads
+from syarah.transport.http import api, uploads
 from syarah.transport import compat
 
 

@@ -17,7 +17,7 @@ const media = JSON.parse(process.env.CHAT_TEST_MEDIA ?? 'null');
 if (!media) throw new Error('CHAT_TEST_MEDIA is not set: run these tests through pytest.');
 
 const UPLOAD_PATH = /^\/uploads\/chat-messages\/(images|videos|audios|files)\/[A-Za-z0-9_-]{32}\.[a-z0-9]+$/;
-const MAX_SIDE = 1920; // CONTRACT §5: images are fitted inside 1920×1920.
+const MAX_SIDE = 1920; // Photos are fitted inside 1920×1920.
 
 // What a browser's <input type="file"> would hand the page.
 async function fileFromDisk(path, name, type) {

@@ -1,4 +1,4 @@
-"""Push notifications: registered devices and the durable outbox (CONTRACT §6)."""
+"""Push notifications: registered devices and the durable outbox."""
 
 STATEMENTS = [
     # FCM registration tokens are about 160 characters today; 512 leaves room for

@@ -27,7 +27,7 @@ from streaming_form_data.targets import BaseTarget
 from syarah import metrics
 from syarah.errors import (ChatError, Internal, PayloadTooLarge,
                            UnsupportedMedia, Validation)
-from syarah.http.base import ApiHandler, as_chat_error, render_error
+from syarah.transport.http.base import ApiHandler, as_chat_error, render_error
 from syarah.media.kinds import BY_FOLDER, CONTENT_TYPES
 from syarah.media.service import MIB, MediaService, client_extension, client_file_name
 from syarah.media.sniff import HEAD_BYTES

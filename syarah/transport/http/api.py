@@ -6,7 +6,7 @@ import hmac
 
 from syarah.errors import Forbidden, NotFound, Unauthorized, Unavailable
 from syarah.handlers import chats, devices, friendships, users
-from syarah.http.base import ApiHandler, rate_limited, render_error
+from syarah.transport.http.base import ApiHandler, rate_limited, render_error
 from syarah.protocol import inbound as dto
 from syarah.protocol.fields import Guid, Id, decode
 

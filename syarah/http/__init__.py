@@ -1,2 +1,0 @@
-"""Tornado request handlers for the REST endpoints (CONTRACT §5). Thin: they decode,
-authenticate and call the same handler functions the socket events use."""
