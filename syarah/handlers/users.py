@@ -1,17 +1,9 @@
-"""Who the caller is, as the store knows them: token claims applied to the users
-table; and what the main backend tells the chat about its users (the admin API)."""
+"""Who the caller is, as the store knows them: token claims applied to the users table."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from syarah.clock import SYSTEM, Clock
-from syarah.protocol import inbound as dto
-from syarah.protocol.outbound import UserRef
 from syarah.types import User
-
-if TYPE_CHECKING:   # context imports this module for UserDirectory
-    from syarah.handlers.context import Services
 
 # How long a user's stored name and avatar are trusted without a look at the store: a
 # rename through the service API on another node shows here within this time.
@@ -47,12 +39,3 @@ class UserDirectory:
         seen = self._seen.get(user.id)
         if seen is not None:
             self._seen[user.id] = (seen[0], user, seen[2])
-
-
-async def upsert_user(services: Services, user_id: str, e: dto.AdminUser) -> UserRef:
-    """Create or update a user's name and avatar; later events show them at once.
-    The caller is the main backend, not a user: authorising it is the transport's."""
-    user = User(user_id, e.name, e.avatar)
-    await services.store.upsert_user(user, services.clock.now_ms())
-    services.users.renamed(user)
-    return UserRef(user.id, user.name, user.avatar)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 
 from syarah.errors import Forbidden, NotFound, Unauthorized, Unavailable
-from syarah.handlers import chats, devices, friendships, users
+from syarah.handlers import admin, chats, devices, friendships
 from syarah.transport.http.base import ApiHandler, rate_limited, render_error
 from syarah.protocol import inbound as dto
 from syarah.protocol.fields import Guid, Id, decode
@@ -92,7 +92,7 @@ class AdminUserHandler(ApiHandler):
         if not hmac.compare_digest(given.encode(), key.encode()):
             raise Unauthorized("A valid X-Service-Key header is required.")
         body = decode(dto.AdminUser, self.json_body())
-        self.reply(await users.upsert_user(self.services, _guid(user_id, "id"), body))
+        self.reply(await admin.upsert_user(self.services, _guid(user_id, "id"), body))
 
 
 class DevicesHandler(ApiHandler):
