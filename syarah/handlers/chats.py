@@ -92,8 +92,9 @@ async def individual_chat(ctx: Context, other_user_id: str) -> types.Chat:
         raise Validation("You cannot open a chat with yourself.")
     store = ctx.services.store
     # The main backend owns the users: one the server has not met yet is created.
-    await store.ensure_users([other_user_id], ctx.now_ms())
-    return await store.get_or_create_individual_chat(ctx.user.id, other_user_id, ctx.now_ms())
+    now = ctx.clock.now_ms()
+    await store.ensure_users([other_user_id], now)
+    return await store.get_or_create_individual_chat(ctx.user.id, other_user_id, now)
 
 
 async def chat_header(ctx: Context, chat_id: int) -> ChatHeader:
@@ -114,8 +115,8 @@ async def create_group(ctx: Context, e: dto.CreateGroup) -> ChatHeader:
     store = ctx.services.store
     member_ids = [m for m in (e.member_ids or []) if m != ctx.user.id]
     await _refuse_blocked(ctx, member_ids)
-    await store.ensure_users(member_ids, ctx.now_ms())
-    chat = await store.create_group(e.name, e.avatar, ctx.user.id, member_ids, ctx.now_ms())
+    await store.ensure_users(member_ids, ctx.clock.now_ms())
+    chat = await store.create_group(e.name, e.avatar, ctx.user.id, member_ids, ctx.clock.now_ms())
     return await chat_header(ctx, chat.id)
 
 
@@ -140,8 +141,8 @@ async def add_group_members(ctx: Context, chat_id: int, e: dto.AddGroupMembers):
     store = ctx.services.store
     await _group_for_member(ctx, chat_id)
     await _refuse_blocked(ctx, e.user_ids)
-    await store.ensure_users(e.user_ids, ctx.now_ms())
-    added = await store.add_members(chat_id, e.user_ids, ctx.now_ms())
+    await store.ensure_users(e.user_ids, ctx.clock.now_ms())
+    added = await store.add_members(chat_id, e.user_ids, ctx.clock.now_ms())
     if added:
         members = (await store.get_members([chat_id]))[chat_id]
         online = await ctx.services.presence.online(added)

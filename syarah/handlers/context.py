@@ -59,5 +59,6 @@ class Context:
     sid: str | None = None
     client_type: str | None = None
 
-    def now_ms(self) -> int:
-        return self.services.clock.now_ms()
+    @property
+    def clock(self) -> Clock:
+        return self.services.clock

@@ -12,7 +12,7 @@ async def register_device(ctx: Context, e: dto.RegisterDevice) -> Device:
     """Devices are registered even with push off, so that turning it on later finds
     them already known. A token another user registered moves to the caller."""
     platform = e.platform.strip().lower()
-    await ctx.services.store.register_device(e.token, ctx.user.id, platform, ctx.now_ms())
+    await ctx.services.store.register_device(e.token, ctx.user.id, platform, ctx.clock.now_ms())
     return Device(e.token, platform)
 
 

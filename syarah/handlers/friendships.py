@@ -82,7 +82,7 @@ async def change_friendship(ctx: Context, other_id: str, action: str):
     # rows about nobody. The other actions need an existing friendship anyway.
     if action in ("request", "block") and await store.get_user(other_id) is None:
         raise NotFound("That user does not exist.")
-    now = ctx.now_ms()
+    now = ctx.clock.now_ms()
     if action == "request":
         await _refuse_too_soon(ctx, other_id, now)
     new = await store.change_friendship(

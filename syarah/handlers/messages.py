@@ -65,7 +65,7 @@ async def create_message(ctx: Context, e: dto.CreateMessage):
     try:
         message = await ctx.services.store.add_message(
             e.chat_header_id, ctx.user, e.message, e.message_type, e.caption,
-            e.client_message_id, ctx.now_ms(),
+            e.client_message_id, ctx.clock.now_ms(),
             # Marked used in the message's own transaction, so the orphan sweep keeps it.
             upload=e.message if e.message_type != MessageType.TEXT else None,
             pushes=plan.pushes if plan is not None else (), after_commit=committed)
@@ -121,7 +121,7 @@ async def update_message(ctx: Context, e: dto.UpdateMessage):
 
     try:
         message = await store.update_message(
-            e.id, e.chat_header_id, ctx.user.id, e.message, e.caption, ctx.now_ms(),
+            e.id, e.chat_header_id, ctx.user.id, e.message, e.caption, ctx.clock.now_ms(),
             decide, after_commit=committed)
     except Refused as refused:
         raise explain(refused) from None
