@@ -38,23 +38,29 @@ for (const [index, transport] of ['websocket', 'polling'].entries()) {
       const socket = io(url, {
         transports: [transport],
         query: { userId: user.id },
-        // The first token lives two seconds; every later one an hour.
+        // The first token lives three seconds; every later one an hour.
         auth: (cb) => {
-          const token = mint(user, minted.length === 0 ? 2 : 3600);
+          const token = mint(user, minted.length === 0 ? 3 : 3600);
           minted.push(token);
           cb({ accessToken: token });
         },
       });
       try {
         await once(socket, 'connect');
-        // The socket only listens: the server closes it all the same.
+        const other = users[users.length - 1 - index];
+        const joined = await socket.timeout(TIMEOUT_MS).emitWithAck(
+          'joinRoom', { otherUserId: other.id });
+        assert.equal(joined.joined, true);
+        // From here the socket only listens: the server closes it all the same.
         const [reason] = await once(socket, 'disconnect');
         assert.equal(reason, 'transport close');
         await once(socket, 'connect');
         assert.equal(minted.length, 2);
+        // The reconnect presented the previous socket's pid: its room is back.
+        assert.equal(socket.recovered, true);
         // The new connection rests on the fresh token: events work without one.
         const chats = await socket.timeout(TIMEOUT_MS).emitWithAck('getMyChats', {});
-        assert.deepEqual(chats, []);
+        assert.deepEqual(chats.map((c) => c.chatHeaderId), [joined.chatHeaderId]);
       } finally {
         socket.close();
       }
