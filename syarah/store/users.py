@@ -53,6 +53,13 @@ class UserStore:
         ids = sorted(set(user_ids))
         if not ids:
             return
+        # Mostly they exist (every joinRoom asks): a read, and a write only for the new.
+        found = await self.db.fetchall(
+            f"SELECT id FROM users WHERE id IN ({rows.in_list(ids)})", *ids)
+        known = {r[0] for r in found}
+        ids = [i for i in ids if i not in known]
+        if not ids:
+            return
         sql = self.db.engine.insert_or_ignore(
             "INSERT INTO users (id, name, avatar, creation_ms, update_ms)"
             " VALUES (?, '', NULL, ?, 0)")
