@@ -8,10 +8,10 @@ prunes; a record pruned twice is simply gone.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from syarah.clock import now_ms
+from syarah.periodic import Periodic
 
 log = logging.getLogger("syarah.retention")
 
@@ -22,31 +22,15 @@ class DeletionPruner:
     def __init__(self, settings, store):
         self.store = store
         self.retention_ms = int(settings.deleted_message_retention_days * DAY_MS)
-        self.interval = settings.deleted_message_prune_interval
-        self._task: asyncio.Task | None = None
+        self._periodic = Periodic(settings.deleted_message_prune_interval, self.prune,
+                                  "pruning deleted-message records")
 
     def start(self) -> None:
         if self.retention_ms > 0:
-            self._task = asyncio.ensure_future(self._prune_forever())
+            self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-
-    async def _prune_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.prune()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("pruning deleted-message records failed; trying again "
-                              "next time")
+        await self._periodic.stop()
 
     async def prune(self) -> int:
         """Drop the records older than the retention; returns how many."""

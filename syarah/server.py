@@ -12,12 +12,14 @@ import tornado.web
 
 from syarah import logs, metrics, options, paths
 from syarah.auth import TokenVerifier
+from syarah.handlers import recovery
 from syarah.handlers.chats import evict_member
 from syarah.handlers.connection import announce_gone
 from syarah.handlers.context import Services
 from syarah.handlers.routes import EVENTS
 from syarah.handlers.users import UserDirectory
 from syarah.media.service import MediaService
+from syarah.periodic import Periodic
 from syarah.presence import LocalPresence
 from syarah.push import make_push
 from syarah.ratelimit import Limits
@@ -45,6 +47,9 @@ def make_verifier(settings) -> TokenVerifier:
         audience=settings.jwt_audience, user_claim=settings.jwt_user_claim,
         leeway=settings.jwt_leeway)
 
+
+# How often recovery sessions past their window are deleted.
+PRUNE_SESSIONS_SECONDS = 300.0
 
 # Flushing a WebSocket's queue takes milliseconds; a client that does not read for
 # this long is too slow to wait for at shutdown.
@@ -79,6 +84,9 @@ class Node:
         self.media.start()
         self.pruner = DeletionPruner(s, self.store)
         self.pruner.start()
+        self.sessions = Periodic(PRUNE_SESSIONS_SECONDS, lambda: recovery.prune(services),
+                                 "pruning recovery sessions")
+        self.sessions.start()
         self.services = services
         services.push = make_push(s, self.store, services.presence)
         if services.push is not None:
@@ -179,6 +187,7 @@ class Node:
             await self._step("stopping media cleanup", self.media.stop(), left())
         if getattr(self, "pruner", None) is not None:
             await self._step("stopping the pruning", self.pruner.stop(), left())
+            await self._step("stopping the session pruning", self.sessions.stop(), left())
         if self.store is not None:
             await self._step("closing the store", self.store.close(), left())
         log.info("stopped")

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from syarah import paths
 from syarah.errors import RateLimited, UnsupportedMedia, Validation
 from syarah.clock import now_ms
+from syarah.periodic import Periodic
 from syarah.media import images, sniff
 from syarah.media.kinds import KINDS
 from syarah.protocol.media import URL_PREFIX, parse_media_path
@@ -100,7 +101,7 @@ class MediaService:
         # Two decodes at a time bound the memory a burst of big photos can take; the
         # event loop never waits on Pillow.
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="images")
-        self._sweeper: asyncio.Task | None = None
+        self._sweeper = Periodic(self.sweep_interval, self.sweep, "upload sweep")
         images.configure(self.max_pixels)
 
     # ----- lifecycle
@@ -109,15 +110,10 @@ class MediaService:
         for kind in KINDS.values():
             os.makedirs(os.path.join(self.base, kind.folder), exist_ok=True)
         os.makedirs(self.staging, exist_ok=True)
-        self._sweeper = asyncio.ensure_future(self._sweep_forever())
+        self._sweeper.start()
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            try:
-                await self._sweeper
-            except (asyncio.CancelledError, Exception):
-                pass
+        await self._sweeper.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     # ----- uploading
@@ -248,16 +244,6 @@ class MediaService:
                             exc_info=True)
 
     # ----- disk hygiene
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.sweep_interval)
-            try:
-                await self.sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("upload sweep failed; trying again next time")
 
     async def sweep(self) -> int:
         """Remove uploads that no message used within upload_orphan_hours, and staged

@@ -17,7 +17,8 @@ import socketio
 from syarah.errors import ChatError, Internal, RateLimited, Unauthorized, Unavailable, Validation
 from syarah.handlers import connection, recovery
 from syarah.handlers.context import Context, Services
-from syarah.handlers.routes import EVENTS, Route
+from syarah.handlers.routes import EVENTS
+from syarah.periodic import Periodic
 from syarah.protocol.fields import decode
 from syarah.protocol.outbound import to_wire
 from syarah.transport import compat, handshake
@@ -33,8 +34,6 @@ SERVER_TROUBLE = ("UNAVAILABLE", "INTERNAL")
 # How often expired sockets are looked for at most; a token's expiry is known to the
 # second, and its leeway is tens of seconds.
 EXPIRY_SWEEP_SECONDS = 1.0
-# How often recovery sessions past their window are deleted.
-PRUNE_SESSIONS_SECONDS = 300.0
 
 
 class Gone(Exception):
@@ -67,7 +66,8 @@ class ChatNamespace(socketio.AsyncNamespace):
         # syarah.ratelimit.Limits; None: nothing is limited
         self.limits = limits
         self._background: set[asyncio.Task] = set()
-        self._sweeper: asyncio.Task | None = None
+        self._sweeper = Periodic(EXPIRY_SWEEP_SECONDS, self.expire_due,
+                                 "closing expired sockets")
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -76,13 +76,12 @@ class ChatNamespace(socketio.AsyncNamespace):
     # -- running ------------------------------------------------------------------
 
     def start(self) -> None:
-        self._sweeper = asyncio.ensure_future(self._sweep_expired())
+        self._sweeper.start()
 
     async def drain(self, timeout: float) -> bool:
         """Refuse new events and wait for those under way (graceful shutdown)."""
         self.draining = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        await self._sweeper.stop()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
             return True
@@ -233,19 +232,6 @@ class ChatNamespace(socketio.AsyncNamespace):
 
     # -- expiry -------------------------------------------------------------------
 
-    async def _sweep_expired(self) -> None:
-        clock = self.services.clock
-        prune_due = clock.monotonic() + PRUNE_SESSIONS_SECONDS
-        while True:
-            await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
-            try:
-                await self.expire_due()
-                if clock.monotonic() >= prune_due:
-                    prune_due = clock.monotonic() + PRUNE_SESSIONS_SECONDS
-                    await recovery.prune(self.services)
-            except Exception:
-                log.exception("sweeping sockets and sessions failed")
-
     async def expire_due(self) -> int:
         """Close every socket whose token has run out, at the Engine.IO level, so the
         client reconnects by itself and asks its auth function for a fresh token."""
@@ -253,7 +239,9 @@ class ChatNamespace(socketio.AsyncNamespace):
         for socket in due:
             log.info("closing %s of %s: its access token has expired", socket.sid,
                      socket.user_id)
-            await compat.close_transport(self.server, socket.sid)
+            # Each close runs its disconnect (presence, through the store): side by
+            # side, so that many tokens running out together do not queue.
+            self._soon(compat.close_transport(self.server, socket.sid))
         return len(due)
 
     # -- events -------------------------------------------------------------------
@@ -345,5 +333,3 @@ class ChatNamespace(socketio.AsyncNamespace):
         await asyncio.sleep(0.05)
         await compat.close_transport(self.server, sid)
 
-
-__all__ = ["ChatNamespace", "EventObserver", "EVENTS", "Route", "render"]

@@ -5,7 +5,9 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { connect, connectError, drained, emitWithReply, fromEnvironment } from './helpers.js';
+import {
+  connect, connectError, connector, drained, emitWithReply, fromEnvironment,
+} from './helpers.js';
 
 const TRANSPORTS = ['websocket', 'polling'];
 const { url, users } = fromEnvironment(TRANSPORTS);
@@ -23,15 +25,7 @@ TRANSPORTS.forEach((transport, group) => {
     let chatHeaderId; // Ann and Bob's chat
     const ids = {}; // message ids by text
 
-    async function connectAs(user, query = {}) {
-      const connection = await connect(url, {
-        query: { userId: user.id, ...query },
-        auth: { accessToken: user.token },
-        transports: [transport],
-      });
-      opened.push(connection.socket);
-      return connection;
-    }
+    const connectAs = connector(url, transport, opened);
 
     after(() => {
       for (const socket of opened) socket.disconnect();

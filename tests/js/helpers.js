@@ -122,6 +122,23 @@ export function connect(url, options) {
   });
 }
 
+/**
+ * connectAs(user, query) for the tests of one transport: each user connects with
+ * their token and userId as the document shows, and every socket is kept in `opened`
+ * for the suite's after() to close.
+ */
+export function connector(url, transport, opened) {
+  return async function connectAs(user, query = {}) {
+    const connection = await connect(url, {
+      query: { userId: user.id, ...query },
+      auth: { accessToken: user.token },
+      transports: [transport],
+    });
+    opened.push(connection.socket);
+    return connection;
+  };
+}
+
 /** The connect_error that a refused connection raises (rejects if it connects). */
 export function connectError(url, options) {
   return connect(url, options).then(

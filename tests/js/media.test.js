@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 
-import { connect, drained, emitWithReply, fromEnvironment } from './helpers.js';
+import { connector, drained, emitWithReply, fromEnvironment } from './helpers.js';
 
 const TRANSPORTS = ['websocket', 'polling'];
 const { url, users } = fromEnvironment(TRANSPORTS, 2);
@@ -81,15 +81,7 @@ TRANSPORTS.forEach((transport, group) => {
     let chatHeaderId;
     let imagePath; // what uploadFile returned for Ann's photo
 
-    async function connectAs(user) {
-      const connection = await connect(url, {
-        query: { userId: user.id },
-        auth: { accessToken: user.token },
-        transports: [transport],
-      });
-      opened.push(connection.socket);
-      return connection;
-    }
+    const connectAs = connector(url, transport, opened);
 
     before(async () => {
       a = await connectAs(ann);

@@ -7,7 +7,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { connect, emitWithReply, fromEnvironment, TIMEOUT_MS } from './helpers.js';
+import { connector, emitWithReply, fromEnvironment, TIMEOUT_MS } from './helpers.js';
 
 const TRANSPORTS = ['websocket', 'polling'];
 const { url, users } = fromEnvironment(TRANSPORTS, 2);
@@ -37,15 +37,7 @@ TRANSPORTS.forEach((transport, group) => {
   describe(`the sync after being away, over ${transport}`, () => {
     const opened = [];
 
-    async function connectAs(user) {
-      const connection = await connect(url, {
-        query: { userId: user.id },
-        auth: { accessToken: user.token },
-        transports: [transport],
-      });
-      opened.push(connection.socket);
-      return connection;
-    }
+    const connectAs = connector(url, transport, opened);
 
     after(() => {
       for (const socket of opened) socket.disconnect();
