@@ -456,3 +456,21 @@ def raw_text(server, path, headers):
             return r.status, r.headers, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read()
+
+
+async def test_a_users_first_requests_at_once_are_all_answered(server):
+    """Two requests of a user the server has not met, at the same moment: both create
+    the user's row, one wins, and the other must read the winner's row (on MariaDB a
+    plain read inside its transaction would still see none)."""
+    import asyncio
+
+    newcomers = [User(server, f"New {i}") for i in range(20)]
+
+    async def first_contact(user):
+        return await asyncio.gather(*[
+            asyncio.to_thread(user.http, "GET", "/api/friendships") for _ in range(2)])
+
+    answers = await asyncio.gather(*[first_contact(u) for u in newcomers])
+    statuses = [status for pair in answers for status, _ in pair]
+    assert statuses == [200] * 40, [body for pair in answers for _, body in pair
+                                    if not isinstance(body, dict) or not body.get("success")]

@@ -31,9 +31,12 @@ class UserStore:
                     " VALUES (?, ?, ?, ?, ?)"), user.id, user.name, user.avatar, now_ms, stamp)
                 if added.rowcount:
                     return user
-                # Created meanwhile (a chat opened with this user): update that row.
+                # Created meanwhile (another first request, a chat opened with this
+                # user): update that row. A locking read sees it; MariaDB's plain read
+                # would still answer from this transaction's snapshot, without it.
                 row = await txn.fetchone(
-                    "SELECT name, avatar, update_ms FROM users WHERE id = ?", user.id)
+                    "SELECT name, avatar, update_ms FROM users WHERE id = ?"
+                    + self.db.engine.for_update, user.id)
             merged = types.User(user.id, user.name or row[0],
                                 user.avatar if user.avatar is not None else row[1])
             if (row[0], row[1]) != (merged.name, merged.avatar) and row[2] <= stamp:
