@@ -1,8 +1,9 @@
 """python -m bench [--quick]: the product against its transport ceiling, one table.
 
-Message path and idle connections for three servers side by side in one run (the
-product on MariaDB, bare python-socketio on Tornado, Node's socket.io), then growth of
-the read events on MariaDB. Prints the table and writes bench/RESULTS.md.
+Message path and idle connections for the servers side by side in one run (the product
+on MariaDB and on its embedded SQLite default, bare python-socketio on Tornado with
+asyncio's loop and with uvloop's, Node's socket.io), the product past its ceiling, then
+growth of the read events on MariaDB. Prints the table and writes bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -18,7 +19,22 @@ import time
 
 from bench import growth, loadtest, procs
 
-KINDS = ("product", "python-socketio", "node-socket.io")
+KINDS = ("product", "product-sqlite", "python-socketio", "python-socketio-uvloop",
+         "node-socket.io")
+TITLES = {"product": "product (MariaDB)", "product-sqlite": "product (SQLite)",
+          "python-socketio": "python-socketio relay",
+          "python-socketio-uvloop": "python-socketio relay (uvloop)",
+          "node-socket.io": "node socket.io relay"}
+# The bare stacks the product is measured against; the ratio takes the faster one.
+BARE = ("python-socketio", "python-socketio-uvloop")
+
+
+def kinds() -> tuple[str, ...]:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return tuple(k for k in KINDS if k != "python-socketio-uvloop")
+    return KINDS
 STARTED = time.time()
 
 
@@ -52,11 +68,19 @@ def machine() -> dict:
         "python-socketio": metadata.version("python-socketio"),
         "python-engineio": metadata.version("python-engineio"),
         "orjson": metadata.version("orjson"),
+        "uvloop": _version(metadata, "uvloop"),
         "node": out("node", "--version"), "socket.io (node)": sio_node,
         "socket.io-client": sio_client,
         "mariadb": out("mysql", "--version"),
         "load before run": out("uptime"),
     }
+
+
+def _version(metadata, name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def busy_note() -> str:
@@ -85,7 +109,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench")
     ap.add_argument("--quick", action="store_true", help="about two minutes")
     ap.add_argument("--pairs", type=int, default=50)
-    ap.add_argument("--only", default="", help="comma list: messages,connections,growth")
+    ap.add_argument("--only", default="",
+                    help="comma list: messages,overload,connections,growth")
+    ap.add_argument("--servers", default="",
+                    help="comma list of servers to run (default: all of " + ",".join(KINDS) + ")")
     ap.add_argument("--no-write", action="store_true", help="do not write bench/RESULTS.md")
     ap.add_argument("--render", action="store_true",
                     help="rewrite bench/RESULTS.md from the last run's bench/results.json")
@@ -97,7 +124,8 @@ def main(argv=None) -> int:
         if saved["growth"]:
             # JSON turned the sizes into strings
             saved["growth"]["ms"] = {int(k): v for k, v in saved["growth"]["ms"].items()}
-        report = render(saved["messages"], saved["connections"], saved["growth"], r["quick"],
+        report = render(saved["messages"], saved["connections"], saved["growth"],
+                        saved.get("overload") or {}, r["quick"],
                         r["rounds"], r["step_seconds"], r["pairs"], saved["note"],
                         saved["machine"], r["command"])
         print(report["table"])
@@ -105,7 +133,11 @@ def main(argv=None) -> int:
             f.write(report["markdown"])
         return 0
     quick = args.quick
-    parts = set(args.only.split(",")) if args.only else {"messages", "connections", "growth"}
+    parts = (set(args.only.split(",")) if args.only
+             else {"messages", "overload", "connections", "growth"})
+    servers = kinds()
+    if args.servers:
+        servers = tuple(k for k in servers if k in args.servers.split(","))
     rounds = 1 if quick else 2
     step_seconds = 2 if quick else 2.5
     conns = {"product": 2000 if quick else 15000,
@@ -119,14 +151,15 @@ def main(argv=None) -> int:
     progress(note)
 
     db_name, db_url = procs.new_database()
-    msg = {k: [] for k in KINDS}
+    msg = {k: [] for k in servers}
     idle = {}
+    over = {}
     grow = None
     try:
         if "messages" in parts:
             # Rounds interleave the servers so that noise from other jobs falls on all.
             for r in range(rounds):
-                for kind in KINDS:
+                for kind in servers:
                     server = procs.Server(kind, db_url)
                     try:
                         msg[kind].append(loadtest.message_ramp(
@@ -134,8 +167,21 @@ def main(argv=None) -> int:
                             f"messages round {r + 1}/{rounds} {kind}"))
                     finally:
                         server.stop()
+        if "overload" in parts:
+            # Twice the highest rate each product held in this run (or, run alone,
+            # 1,000 msg/s), for 30 s, then a rate any server holds.
+            for kind in [k for k in ("product", "product-sqlite") if k in servers]:
+                held = max((held_rate(s) for s in msg.get(kind, [])), default=0) or 1000
+                server = procs.Server(kind, db_url)
+                try:
+                    over[kind] = loadtest.overload(
+                        server, args.pairs, 2 * held, 250, progress, f"overload {kind}",
+                        seconds=15 if quick else 30, after_seconds=10 if quick else 15)
+                finally:
+                    server.stop()
         if "connections" in parts:
-            for kind in (*KINDS, "python-socketio-nodeflate"):
+            for kind in (*[k for k in servers if k != "product-sqlite"],
+                         "python-socketio-nodeflate"):
                 server = procs.Server(kind, db_url)
                 try:
                     idle[kind] = loadtest.idle_connections(
@@ -150,14 +196,15 @@ def main(argv=None) -> int:
         sys.stderr.write("\n")
 
     command = " ".join(["bench/run"] + (argv if argv is not None else sys.argv[1:]))
-    report = render(msg, idle, grow, quick, rounds, step_seconds, args.pairs, note, info,
-                    command)
+    report = render(msg, idle, grow, over, quick, rounds, step_seconds, args.pairs, note,
+                    info, command)
     print(report["table"])
     if not args.no_write:
         with open(os.path.join(procs.HERE, "RESULTS.md"), "w") as f:
             f.write(report["markdown"])
         with open(os.path.join(procs.HERE, "results.json"), "w") as f:
             json.dump({"messages": msg, "connections": idle, "growth": grow,
+                       "overload": over,
                        "machine": info, "note": note,
                        "run": {"quick": quick, "rounds": rounds, "step_seconds": step_seconds,
                                "pairs": args.pairs, "command": command}}, f, indent=1)
@@ -170,16 +217,30 @@ def fmt(x, unit=""):
     return f"{x:g}{unit}" if isinstance(x, (int, float)) else str(x)
 
 
-def render(msg, idle, grow, quick, rounds, step_seconds, pairs, note, info, command):
+def render(msg, idle, grow, over, quick, rounds, step_seconds, pairs, note, info, command):
+    cols = [k for k in KINDS if msg.get(k) or k in idle or k in over]
     rows = []
+
+    def section(title):
+        rows.append((title,))
+
+    def row(label, values: dict, note=""):
+        rows.append((label, *[values.get(k, "-") for k in cols], note))
+
     if any(msg.values()):
-        held = {k: [held_rate(s) for s in msg[k]] for k in KINDS if msg[k]}
-        ref = max(held.get("python-socketio", [0])) or None
-        rows.append(("Message path", "", "", "", ""))
-        rows.append(("highest rate held, msg/s (each round)",
-                     *[f"{max(held[k])} ({', '.join(map(str, held[k]))})" if k in held else "-"
-                       for k in KINDS],
-                     f"product/python-socketio = {max(held['product']) / ref:.2f}" if ref and "product" in held else ""))
+        held = {k: [held_rate(s) for s in msg[k]] for k in cols if msg.get(k)}
+        bare = {k: max(held[k]) for k in BARE if k in held}
+        ref_kind = max(bare, key=bare.get) if bare else None
+        ratios = []
+        if ref_kind and bare[ref_kind]:
+            for k in ("product", "product-sqlite"):
+                if k in held:
+                    ratios.append(f"{TITLES[k]} / {TITLES[ref_kind]} = "
+                                  f"{max(held[k]) / bare[ref_kind]:.2f}")
+        section("Message path")
+        row("highest rate held, msg/s (each round)",
+            {k: f"{max(v)} ({', '.join(map(str, v))})" for k, v in held.items()},
+            "; ".join(ratios))
         for key, label in (("ack_p50", "ack p50 ms @1000/s"), ("ack_p90", "ack p90 ms @1000/s"),
                            ("ack_p99", "ack p99 ms @1000/s"),
                            ("deliv_p50", "delivery p50 ms @1000/s"),
@@ -189,27 +250,51 @@ def render(msg, idle, grow, quick, rounds, step_seconds, pairs, note, info, comm
                            ("db_us_per_msg", "MariaDB CPU us/msg @1000/s"),
                            ("server_cpu", "server CPU % @1000/s"),
                            ("gen_cpu", "load generator CPU % @1000/s")):
-            vals = [median_of(msg[k], 1000, key) if msg[k] else None for k in KINDS]
-            rows.append((label, *[fmt(v) for v in vals], ""))
-        top = [max((s for rd in msg[k] for s in rd if s["held"] and not s.get("fixed")), key=lambda s: s["rate"],
-                   default=None) if msg[k] else None for k in KINDS]
-        rows.append(("load generator CPU % at highest held rate",
-                     *[fmt(t["gen_cpu"]) if t else "-" for t in top], ""))
+            vals = {k: fmt(median_of(msg[k], 1000, key)) for k in cols if msg.get(k)}
+            if key == "db_us_per_msg":
+                # Only the MariaDB product talks to MariaDB.
+                vals = {k: v for k, v in vals.items() if k == "product"}
+            row(label, vals)
+        top = {k: max((s for rd in msg[k] for s in rd if s["held"] and not s.get("fixed")),
+                      key=lambda s: s["rate"], default=None) for k in cols if msg.get(k)}
+        row("load generator CPU % at highest held rate",
+            {k: fmt(t["gen_cpu"]) for k, t in top.items() if t})
+    if over:
+        section("Past the ceiling (2x the highest rate held, then 250 msg/s)")
+        o = {k: v for k, v in over.items() if v.get("windows")}
+        row("rate sent, msg/s x seconds",
+            {k: f"{v['rate']} x {v['seconds']}" for k, v in o.items()})
+        row("server up afterwards", {k: "yes" if v["alive"] else "NO" for k, v in over.items()})
+        row("acked / sent while over",
+            {k: f"{v['acked']} / {v['sent']}" for k, v in o.items()})
+        row("replies by error code (whole run)",
+            {k: ", ".join(f"{c} {n}" for c, n in sorted(v["codes"].items())) or "none"
+             for k, v in o.items()})
+        row("never answered", {k: fmt(v["unanswered"]) for k, v in o.items()})
+        row("ack p50 / p99 ms, worst second while over",
+            {k: f"{fmt(v['ack_p50_max'])} / {fmt(v['ack_p99_max'])}" for k, v in o.items()})
+        row("server RSS MiB: before / peak / after",
+            {k: f"{v['rss0_kib'] / 1024:.0f} / {v['rss_peak_kib'] / 1024:.0f} / "
+                f"{(v['rss_after_kib'] or 0) / 1024:.0f}" for k, v in o.items()})
+        row("seconds after the load fell until ack p99 <= 100 ms for good",
+            {k: fmt(v["recovered_after_s"]) if v["recovered_after_s"] is not None
+             else "not within the run" for k, v in o.items()})
     if idle:
-        rows.append(("Idle authenticated connections", "", "", "", ""))
-        rows.append(("connections held (asked)",
-                     *[f"{idle[k]['held']} ({idle[k]['count']})" if k in idle else "-" for k in KINDS], ""))
-        bare = idle.get("python-socketio-nodeflate")
-        rows.append(("RSS KiB per connection",
-                     *[fmt(idle[k]["kib_per_conn"]) if k in idle else "-" for k in KINDS],
-                     f"python-socketio without permessage-deflate: {bare['kib_per_conn']} KiB"
-                     if bare else ""))
-        rows.append(("connects per second",
-                     *[fmt(idle[k]["connect_rate"]) if k in idle else "-" for k in KINDS], ""))
-    table = ["| measure | product (MariaDB) | python-socketio relay | node socket.io relay | ratio / note |",
-             "|---|---|---|---|---|"]
+        section("Idle authenticated connections")
+        row("connections held (asked)",
+            {k: f"{idle[k]['held']} ({idle[k]['count']})" for k in cols if k in idle})
+        nodeflate = idle.get("python-socketio-nodeflate")
+        row("RSS KiB per connection", {k: fmt(idle[k]["kib_per_conn"]) for k in cols if k in idle},
+            f"python-socketio without permessage-deflate: {nodeflate['kib_per_conn']} KiB"
+            if nodeflate else "")
+        row("connects per second", {k: fmt(idle[k]["connect_rate"]) for k in cols if k in idle})
+    table = ["| measure | " + " | ".join(TITLES[k] for k in cols) + " | ratio / note |",
+             "|---|" + "---|" * (len(cols) + 1)]
     for r in rows:
-        table.append("| " + " | ".join(r) + " |" if r[1] or r[2] else f"| **{r[0]}** | | | | |")
+        if len(r) == 1:
+            table.append(f"| **{r[0]}** |" + " |" * (len(cols) + 1))
+        else:
+            table.append("| " + " | ".join(r) + " |")
     gtable = []
     if grow:
         sizes = grow["sizes"]
@@ -235,11 +320,22 @@ def render(msg, idle, grow, quick, rounds, step_seconds, pairs, note, info, comm
         "## Machine and versions", "",
         *[f"- {k}: {v}" for k, v in info.items()], "",
     ]
+    if over:
+        md += ["## Past the ceiling, second by second", "",
+               "| server | phase | second | rate | sent | acked | error codes | ack p50/p99/max ms | server RSS MiB |",
+               "|---|---|---|---|---|---|---|---|---|"]
+        for k, v in over.items():
+            for w in v.get("windows", []):
+                md.append(f"| {k} | {w['phase']} | {w['second']} | {w['rate']} | {w['sent']} | "
+                          f"{w['acked']} | {', '.join(f'{c} {n}' for c, n in w['codes'].items()) or '-'} | "
+                          f"{w['ack_p50']}/{w['ack_p99']}/{w['ack_max']} | "
+                          f"{(w['rss_kib'] or 0) / 1024:.0f} |")
+        md.append("")
     if msg and any(msg.values()):
         md += ["## Every step", "", "| server | round | rate | achieved | ack p50/p90/p99 | delivery p50/p90/p99 | server CPU % | server us/msg | gen CPU % | held |",
                "|---|---|---|---|---|---|---|---|---|---|"]
-        for k in KINDS:
-            for i, rd in enumerate(msg[k]):
+        for k in cols:
+            for i, rd in enumerate(msg.get(k, [])):
                 for s in rd:
                     md.append(f"| {k} | {i + 1} | {s['rate']}{' (fixed)' if s.get('fixed') else ''} | {s['achieved']} | "
                               f"{s['ack_p50']}/{s['ack_p90']}/{s['ack_p99']} | "

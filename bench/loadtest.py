@@ -40,6 +40,59 @@ def message_ramp(server: procs.Server, pairs: int, step_seconds: float, progress
     return results
 
 
+def overload(server: procs.Server, pairs: int, rate: int, after_rate: int, progress,
+             label: str, seconds: int = 30, after_seconds: int = 15) -> dict:
+    """``rate`` msg/s (past what the server holds) for ``seconds``, then ``after_rate``:
+    what clients saw second by second, the server's memory, and how soon after the
+    load fell acks were back under 100 ms for good."""
+    config = {
+        "url": server.url, "mode": server.mode, "users": procs.users(2 * pairs),
+        "steps": [], "warmupRate": after_rate, "stepSeconds": 1, "warmup": 1.5,
+        "grace": 2.0, "p99Limit": 100, "maxFails": 1, "serverPid": server.pid,
+        "tokenPerMessage": True,
+        "overload": {"rate": rate, "seconds": seconds, "afterRate": after_rate,
+                     "afterSeconds": after_seconds, "drainSeconds": 30},
+    }
+    progress(f"{label}: {rate} msg/s for {seconds} s, then {after_rate} msg/s")
+    rss0 = procs.rss_kib(server.pid)
+    gen = procs.node("load.js", config, "overload-" + server.kind)
+    windows, rss_after = None, None
+    try:
+        for line in gen.p.stdout:
+            row = json.loads(line)
+            if "error" in row:
+                raise RuntimeError(f"load generator failed: {row['error']}\n{server.proc.log()}")
+            if "overload" in row:
+                windows, rss_after = row["overload"], row["rss_after_drain_kib"]
+    finally:
+        gen.stop()
+    alive = server.proc.p.poll() is None
+    if windows is None:
+        return {"rate": rate, "alive": alive, "windows": []}
+    over = [w for w in windows if w["phase"] == "over"]
+    after = [w for w in windows if w["phase"] == "after"]
+    sent = sum(w["sent"] for w in over)
+    codes: dict[str, int] = {}
+    for w in over + after:
+        for code, count in w["codes"].items():
+            codes[code] = codes.get(code, 0) + count
+    # Seconds after the load fell until every later second's ack p99 is <= 100 ms.
+    recovered = None
+    for i in range(len(after)):
+        if all(w["ack_p99"] is not None and w["ack_p99"] <= 100 for w in after[i:]):
+            recovered = i
+            break
+    return {
+        "rate": rate, "after_rate": after_rate, "seconds": seconds, "alive": alive,
+        "sent": sent, "acked": sum(w["acked"] for w in over), "codes": codes,
+        "unanswered": sum(w["sent"] - w["acked"] for w in over + after),
+        "ack_p50_max": max((w["ack_p50"] or 0) for w in over),
+        "ack_p99_max": max((w["ack_p99"] or 0) for w in over),
+        "rss0_kib": rss0, "rss_peak_kib": max((w["rss_kib"] or 0) for w in windows),
+        "rss_after_kib": rss_after, "recovered_after_s": recovered, "windows": windows,
+    }
+
+
 def idle_connections(server: procs.Server, count: int, progress, label: str,
                      per_process: int = 5000, deadline: float = 240) -> dict:
     """Hold ``count`` authenticated idle connections from several generator processes

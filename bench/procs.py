@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -137,7 +138,10 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = tempfile.mkdtemp(prefix="syarah-bench-")
-        if kind == "product":
+        if kind in ("product", "product-sqlite"):
+            if kind == "product-sqlite":
+                # The embedded default: a database file of the server's own.
+                database_url = f"sqlite:///{self.workdir}/syarah.db"
             argv = [PYTHON, os.path.join(ROOT, "bin", "syarah-server"),
                     f"--port={self.port}", "--address=127.0.0.1",
                     f"--database-url={database_url}", f"--jwt-secret={SECRET}",
@@ -146,6 +150,9 @@ class Server:
             health = "/healthz"
         elif kind == "python-socketio":
             argv = [PYTHON, os.path.join(HERE, "relay_py.py"), str(self.port)]
+            health = None
+        elif kind == "python-socketio-uvloop":
+            argv = [PYTHON, os.path.join(HERE, "relay_py.py"), str(self.port), "--uvloop"]
             health = None
         elif kind == "python-socketio-nodeflate":
             argv = [PYTHON, os.path.join(HERE, "relay_py.py"), str(self.port),
@@ -163,10 +170,11 @@ class Server:
 
     @property
     def mode(self) -> str:
-        return "product" if self.kind == "product" else "relay"
+        return "product" if self.kind.startswith("product") else "relay"
 
     def stop(self):
         self.proc.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def node(script: str, config: dict, log_name: str) -> Proc:

@@ -1,7 +1,8 @@
 """The ceiling of the stack: bare python-socketio on Tornado with its defaults.
 
 It relays each createMessage to the sender's two-member room and acks it, and does
-nothing else (no auth, no store). Run: python bench/relay_py.py PORT [--no-compression]
+nothing else (no auth, no store).
+Run: python bench/relay_py.py PORT [--no-compression] [--uvloop]
 """
 
 import asyncio
@@ -54,4 +55,10 @@ async def main(port: int, compression: bool = True):
 if __name__ == "__main__":
     # --no-compression: the same relay without permessage-deflate, to tell the
     # stack's own per-connection memory from the compressor's.
-    asyncio.run(main(int(sys.argv[1]), "--no-compression" not in sys.argv))
+    # --uvloop: the same relay on uvloop's event loop, to compare like with like
+    # when the product runs on it.
+    run = asyncio.run
+    if "--uvloop" in sys.argv:
+        import uvloop
+        run = uvloop.run
+    run(main(int(sys.argv[1]), "--no-compression" not in sys.argv))

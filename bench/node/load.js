@@ -19,6 +19,15 @@ function cpuTicks(pid) {
   }
 }
 
+function rssKib(pid) {
+  try {
+    const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) : null;
+  } catch (e) {
+    return null;
+  }
+}
+
 function pct(sorted, p) {
   if (!sorted.length) return null;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
@@ -136,7 +145,66 @@ async function main() {
     };
   }
 
-  await run(cfg.steps[0], cfg.warmup, false);
+  // Past the ceiling: a rate the server cannot hold for a while, then a normal one.
+  // One line per second of sending: what the clients saw for the messages sent in
+  // that second (acks, error codes, latency) and the server's RSS at its end.
+  async function overload(o) {
+    const phases = [["over", o.rate, o.seconds], ["after", o.afterRate, o.afterSeconds]];
+    const windows = [];
+    const t0 = now();
+    let n = 0;
+    for (const [phase, rate, seconds] of phases) {
+      const p0 = now();
+      let sent = 0;
+      for (let s = 0; s < seconds; s++) {
+        const w = { phase, second: windows.length, rate, sent: 0, acked: 0, codes: {}, ack: [], rss: null };
+        windows.push(w);
+        const w0 = p0 + s * 1000;
+        await new Promise((resolve) => {
+          const tick = () => {
+            const elapsed = (now() - p0) / 1000;
+            if (now() - w0 >= 1000) return resolve();
+            const due = Math.floor(rate * elapsed);
+            while (sent < due) {
+              sent++;
+              w.sent++;
+              const pair = pairs[n++ % pairs.length];
+              const payload = { message: `over #${n}`, chatHeaderId: pair.chatId, messageType: 0 };
+              if (cfg.mode === "product" && cfg.tokenPerMessage) payload.accessToken = pair.token;
+              const ts = now();
+              pair.a.emit("createMessage", payload, (reply) => {
+                w.acked++;
+                w.ack.push(now() - ts);
+                if (textOf(reply) === undefined) {
+                  const code = (reply && reply.code) || "no-message";
+                  w.codes[code] = (w.codes[code] || 0) + 1;
+                }
+              });
+            }
+            setTimeout(tick, 1);
+          };
+          tick();
+        });
+        w.rss = rssKib(cfg.serverPid);
+      }
+    }
+    // Replies still on their way are counted where they were sent.
+    const deadline = now() + (o.drainSeconds || 20) * 1000;
+    while (now() < deadline && windows.some((w) => w.acked < w.sent)) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const r3 = (x) => (x === null ? null : Math.round(x * 1000) / 1000);
+    const out = windows.map((w) => {
+      const ack = w.ack.sort((x, y) => x - y);
+      return { phase: w.phase, second: w.second, rate: w.rate, sent: w.sent, acked: w.acked,
+               codes: w.codes, ack_p50: r3(pct(ack, 50)), ack_p99: r3(pct(ack, 99)),
+               ack_max: r3(ack.length ? ack[ack.length - 1] : null), rss_kib: w.rss };
+    });
+    process.stdout.write(JSON.stringify({ overload: out, seconds: (now() - t0) / 1000,
+                                          rss_after_drain_kib: rssKib(cfg.serverPid) }) + "\n");
+  }
+
+  await run(cfg.warmupRate || cfg.steps[0], cfg.warmup, false);
   const judge = (r) => r.delivered === r.sent && r.acked === r.sent && r.errors === 0 &&
     r.ack_p99 <= cfg.p99Limit && r.deliv_p99 <= cfg.p99Limit && r.achieved >= 0.95 * r.rate;
   // let a backlog drain before the next step
@@ -159,6 +227,7 @@ async function main() {
     r.fixed = true;
     process.stdout.write(JSON.stringify(r) + "\n");
   }
+  if (cfg.overload) await overload(cfg.overload);
   for (const s of sockets) s.close();
   process.exit(0);
 }
