@@ -100,6 +100,12 @@ class Node:
             self.presence.on_gone = lambda users: announce_gone(services, users)
             self.presence.on_removed = lambda user_id, chat_id: evict_member(
                 services, user_id, chat_id)
+            from syarah.ratelimit_redis import SharedLimits
+            shared = limits.shared = SharedLimits(
+                self.redis, s.redis_prefix, self.presence.node_id, s.presence_ttl,
+                self.presence.link, holds=lambda user_id: user_id in registry.user_sockets)
+            shared.announce = self.presence.announce_spread
+            self.presence.on_spread = shared.heard_spread
         self.namespace = ChatNamespace(
             services, registry, observer=metrics.MetricsObserver(EVENTS), limits=limits)
         sio.register_namespace(self.namespace)

@@ -155,23 +155,36 @@ class ChatNamespace(socketio.AsyncNamespace):
         if limits is not None and identity is not None:
             # Only a verified token names the user here: a claimed userId alone would
             # let anyone use up another user's connection budget.
-            limits.check("connect", user_id=user_id)
+            await limits.check_user("connect", user_id)
         if identity is not None:
             await services.users.ensure(identity.user, identity.issued_at)
         socket = SocketState(sid=sid, user_id=user_id, client_type=hs.client_type,
                              address=hs.address, connect_identity=identity)
+        elsewhere, shared = 0, limits.shared if limits is not None else None
         # From the cap check to the registration nothing waits, so concurrent
-        # connects of one user cannot pass the cap together.
+        # connects of one user on this node cannot pass the cap together.
         if limits is not None:
             refusal = self.registry.over_cap(socket, limits.max_sockets_per_user,
                                              limits.max_tokenless_per_address)
             if refusal:
                 raise RateLimited(refusal)
+            if shared is not None and identity is not None:
+                # The user's sockets on the other nodes count against the cap too.
+                elsewhere = await shared.sockets_elsewhere(user_id)
+                # Again after the wait, which let other connects in.
+                refusal = self.registry.over_cap(socket, limits.max_sockets_per_user,
+                                                 limits.max_tokenless_per_address,
+                                                 elsewhere=elsewhere)
+                if refusal:
+                    raise RateLimited(refusal)
         if not compat.is_open(self.server, sid):
             raise Gone()
         self.registry.add(socket)
         if identity is not None:
             await self._prove(socket)
+            if elsewhere:
+                # Now that this node's count is in Redis, the other nodes may look.
+                await shared.spreading(user_id)
         if services.settings.recovery_window > 0:
             await self._recover(socket, auth)
         if socket.closed or not compat.is_open(self.server, sid):
@@ -274,7 +287,11 @@ class ChatNamespace(socketio.AsyncNamespace):
             e = decode(route.dto, payload)
             user = await self._caller(socket, e.access_token)
             if limits is not None:
-                limits.check(event, user_id=user.id)
+                shared = limits.shared
+                if shared is not None and user.id in shared.spread:
+                    await limits.check_user(event, user.id)
+                else:
+                    limits.check(event, user_id=user.id)
                 if route.policy.room_cap:
                     self._check_room_cap(socket, e)
             ctx = Context(self.services, user, sid, socket.client_type)

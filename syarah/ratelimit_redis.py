@@ -1,0 +1,144 @@
+"""Per-user limits that hold across the nodes of a deployment.
+
+A user whose sockets are all on one node is limited by that node's own buckets
+(syarah.ratelimit), at no extra cost: no other node sees that user's events. Only a
+user the node knows to be *spread* (sockets on another live node as well) pays one
+Redis round trip per limited event: a Lua script spends a token of the user's shared
+bucket and, in the same call, counts the user's sockets on the other live nodes, so
+the node learns when the user is back on this node alone.
+
+The counts of sockets per node are those presence keeps ({prefix}:node:{id}:sockets,
+live nodes in {prefix}:nodes): a node killed without a word stops counting once its
+heartbeat is older than presence_ttl, as it stops counting for presence.
+
+How a node learns that a user spread: the connect that finds the user's sockets on
+another node marks the user here and tells every node on the presence bus (after this
+node's count is in Redis, so the others' next check sees it).
+
+While Redis is unreachable each node applies its own buckets and caps again, says so
+once in its log, and asks Redis nothing until the link is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from syarah.redis_link import REDIS_TROUBLE, RedisLink
+
+log = logging.getLogger("syarah.limits")
+
+# KEYS[1] the user's shared bucket (ignored when ARGV[1] is 0), KEYS[2] the live nodes.
+# ARGV: capacity, refill per second, this node, oldest live heartbeat, the per-node
+# key's head and tail, the user. Returns {1 taken / 0 empty, seconds to wait (text),
+# the user's sockets on the other live nodes}. The bucket runs on Redis's clock, so
+# the nodes' clocks need not agree.
+TAKE = """
+local ok, wait = 1, '0'
+local capacity, refill = tonumber(ARGV[1]), tonumber(ARGV[2])
+if capacity > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local held = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+  local tokens = capacity
+  if held[1] then
+    tokens = math.min(capacity, tonumber(held[1]) + (now - tonumber(held[2])) * refill)
+  end
+  if tokens >= 1 then
+    tokens = tokens - 1
+  else
+    ok, wait = 0, tostring((1 - tokens) / refill)
+  end
+  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+  -- A bucket that would be full again carries nothing: it goes when it would be.
+  redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / refill * 1000) + 1000)
+end
+local elsewhere = 0
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[4], '+inf')) do
+  if node ~= ARGV[3] then
+    local n = redis.call('HGET', ARGV[5] .. node .. ARGV[6], ARGV[7])
+    if n then elsewhere = elsewhere + tonumber(n) end
+  end
+end
+return {ok, wait, elsewhere}
+"""
+
+
+class SharedLimits:
+    """What Limits asks of Redis, and which users this node knows to be spread."""
+
+    def __init__(self, redis, prefix: str, node_id: str, ttl: float,
+                 link: RedisLink, holds=lambda user_id: False, clock=time.time):
+        self.prefix = prefix
+        self.node_id = node_id
+        self.ttl = ttl
+        self.link = link
+        # Whether this node holds a socket of the user (the registry's count).
+        self.holds = holds
+        self.clock = clock
+        self.spread: set[str] = set()
+        # Set by the server: async (user id) telling the other nodes a user spread.
+        self.announce = None
+        self._script = redis.register_script(TAKE)
+        self._local_only = False
+        # Round trips made, for the measurements and the tests.
+        self.calls = 0
+
+    def _bucket(self, action: str, user_id: str) -> str:
+        return f"{self.prefix}:rate:{action}:{user_id}"
+
+    async def _run(self, user_id: str, bucket_key: str, capacity: float, refill: float):
+        """The script's answer, or None when Redis cannot be asked (local limits)."""
+        if not self.link.up:
+            return None
+        self.calls += 1
+        try:
+            ok, wait, elsewhere = await self._script(
+                keys=[bucket_key, f"{self.prefix}:nodes"],
+                args=[capacity, refill, self.node_id, self.clock() - self.ttl,
+                      f"{self.prefix}:node:", ":sockets", user_id])
+        except REDIS_TROUBLE as exc:
+            self.link.lost(exc)
+            if not self._local_only:
+                self._local_only = True
+                log.warning("Redis is unreachable (%s): per-user rate limits and socket "
+                            "caps are this node's own until it is back", exc)
+            return None
+        if self._local_only:
+            self._local_only = False
+            log.warning("Redis answers again: per-user rate limits and socket caps hold "
+                        "across nodes again")
+        elsewhere = int(elsewhere)
+        if elsewhere > 0:
+            self.spread.add(user_id)
+        else:
+            self.spread.discard(user_id)
+        return int(ok), float(wait), elsewhere
+
+    async def take(self, action: str, user_id: str, capacity: float,
+                   refill: float) -> float | None:
+        """Spend a token of the user's shared bucket: None when taken (or Redis away),
+        else the seconds until one is back."""
+        answer = await self._run(user_id, self._bucket(action, user_id), capacity, refill)
+        if answer is None or answer[0]:
+            return None
+        return answer[1]
+
+    async def sockets_elsewhere(self, user_id: str) -> int:
+        """The user's sockets on the other live nodes (0 while Redis is away)."""
+        answer = await self._run(user_id, "", 0, 0)
+        return 0 if answer is None else answer[2]
+
+    async def spreading(self, user_id: str) -> None:
+        """A connect found the user on another node too: mark and tell the others."""
+        self.spread.add(user_id)
+        if self.announce is not None and self.link.up:
+            try:
+                await self.announce(user_id)
+            except REDIS_TROUBLE as exc:
+                self.link.lost(exc)
+
+    def heard_spread(self, user_id: str) -> None:
+        # Another node holds the user now; it matters here only if this one does too.
+        if self.holds(user_id):
+            self.spread.add(user_id)
