@@ -14,7 +14,8 @@ from test_production import fake_address, refused_connect
 from test_redis_faults import TTL, nodes, own_redis, until  # noqa: F401 (fixtures)
 
 LIMIT = 4
-FLAGS = (f"--rate-get-my-chats-user={LIMIT}/3600", "--max-sockets-per-user=2")
+FLAGS = (f"--rate-get-my-chats-user={LIMIT}/3600",
+         f"--rate-get-my-friendships-user={LIMIT}/3600", "--max-sockets-per-user=2")
 
 
 async def calls_until_refused(sockets, most: int = 3 * LIMIT):
@@ -46,6 +47,19 @@ async def test_a_user_on_two_nodes_gets_the_rate_of_one_node(nodes, clients):
     await register(bob)
     b = await clients(User(one, "Bob", user_id=bob.id))
     assert isinstance(await b.call("getMyChats", {}), list)
+
+
+async def test_rest_calls_to_either_node_share_one_budget(nodes):
+    one, two = nodes(*FLAGS), nodes(*FLAGS)
+    # Cy holds no socket: a balancer may send each of his requests to any node.
+    cy = [User(one, "Cy"), None]
+    cy[1] = User(two, "Cy", user_id=cy[0].id)
+    for n in range(3 * LIMIT):
+        status, body = cy[n % 2].http("GET", "/api/friendships")
+        if status != 200:
+            break
+    assert n == LIMIT and status == 429, (n, status, body)
+    assert body["success"] is False and "try again in" in body["message"], body
 
 
 async def test_the_socket_cap_holds_across_nodes_until_a_node_dies(nodes, clients):
