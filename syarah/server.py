@@ -103,9 +103,11 @@ class Node:
             from syarah.ratelimit_redis import SharedLimits
             shared = limits.shared = SharedLimits(
                 self.redis, s.redis_prefix, self.presence.node_id, s.presence_ttl,
-                self.presence.link, holds=lambda user_id: user_id in registry.user_sockets)
+                self.presence.link, holds=lambda user_id: user_id in registry.user_sockets,
+                addresses=registry.tokenless_sockets)
             shared.announce = self.presence.announce_spread
             self.presence.on_spread = shared.heard_spread
+            shared.start()
         self.namespace = ChatNamespace(
             services, registry, observer=metrics.MetricsObserver(EVENTS), limits=limits)
         sio.register_namespace(self.namespace)
@@ -188,6 +190,9 @@ class Node:
                              self.http.close_all_connections(), left())
         if getattr(self, "redis", None) is not None:
             await self._step("leaving the deployment", self.presence.stop(), left())
+            if self.services.limits.shared is not None:
+                await self._step("clearing the address counts",
+                                 self.services.limits.shared.stop(), left())
             await self.redis.aclose()
         if self.media is not None:
             await self._step("stopping media cleanup", self.media.stop(), left())

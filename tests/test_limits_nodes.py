@@ -63,7 +63,8 @@ async def test_rest_calls_to_either_node_share_one_budget(nodes):
 
 
 async def test_the_socket_cap_holds_across_nodes_until_a_node_dies(nodes, clients):
-    one, two = nodes(*FLAGS, "--xheaders"), nodes(*FLAGS, "--xheaders")
+    flags = (*FLAGS, "--xheaders", "--max-tokenless-sockets-per-address=2")
+    one, two = nodes(*flags), nodes(*flags)
     ann = User(one, "Ann")
     await register(ann)
     ann_two = User(two, "Ann", user_id=ann.id)
@@ -74,6 +75,15 @@ async def test_the_socket_cap_holds_across_nodes_until_a_node_dies(nodes, client
         refusal = await refused_connect(user, fake_address())
         assert refusal["data"]["code"] == "RATE_LIMITED", refusal
         assert "2 connections open" in refusal["message"], refusal
+
+    # Without a token, the cap per address holds across the nodes too.
+    office = fake_address()
+    for server in (one, two):
+        await clients(User(server, "Tokenless"), with_token=False,
+                      headers={"X-Forwarded-For": office})
+    refusal = await refused_connect(User(one, "Tokenless"), office, with_token=False)
+    assert refusal["data"]["code"] == "RATE_LIMITED", refusal
+    assert "without an access token" in refusal["message"], refusal
 
     # Node two dies without a word: its socket stops counting within the TTL.
     two.proc.send_signal(signal.SIGKILL)

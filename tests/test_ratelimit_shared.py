@@ -142,3 +142,29 @@ async def test_with_redis_unreachable_the_local_limits_decide_and_it_is_said_onc
     assert len(said) == 1 and "this node's own" in said[0].getMessage()
     await client.aclose()
     link.back()
+
+
+async def test_address_counts_are_written_kept_and_rewritten_after_redis_lost_them(shared_redis):
+    client, prefix = shared_redis
+    counts = {"10.0.0.1": 2}
+    shared = SharedLimits(client, prefix, "a", ttl=45, link=RedisLink(), addresses=counts)
+    key = f"{prefix}:node:a:addresses"
+    # Not yet written whole: a change waits for the rewrite, which carries it.
+    await shared.address_changed("10.0.0.1")
+    assert await client.exists(key) == 0
+    await shared._write_addresses()
+    assert await client.hgetall(key) == {b"10.0.0.1": b"2"}
+    counts["10.0.0.1"] = 3
+    await shared.address_changed("10.0.0.1")
+    assert await client.hget(key, "10.0.0.1") == b"3"
+    assert 0 < await client.ttl(key) <= 90
+    # Redis restarted empty: the next beat notices and writes them again.
+    await client.delete(key)
+    await shared._write_addresses()
+    assert await client.hgetall(key) == {b"10.0.0.1": b"3"}
+    # Another node's view: node a is live, so its sockets count.
+    await client.zadd(f"{prefix}:nodes", {"a": time.time()})
+    other = SharedLimits(client, prefix, "b", ttl=45, link=RedisLink())
+    assert await other.address_elsewhere("10.0.0.1") == 3
+    await shared.stop()
+    assert await client.exists(key) == 0

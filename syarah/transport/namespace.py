@@ -161,17 +161,22 @@ class ChatNamespace(socketio.AsyncNamespace):
         socket = SocketState(sid=sid, user_id=user_id, client_type=hs.client_type,
                              address=hs.address, connect_identity=identity)
         elsewhere, shared = 0, limits.shared if limits is not None else None
-        # From the cap check to the registration nothing waits, so concurrent
-        # connects of one user on this node cannot pass the cap together.
         if limits is not None:
+            # This node's own count first: a refusal here needs no one else.
             refusal = self.registry.over_cap(socket, limits.max_sockets_per_user,
                                              limits.max_tokenless_per_address)
             if refusal:
                 raise RateLimited(refusal)
-            if shared is not None and identity is not None:
-                # The user's sockets on the other nodes count against the cap too.
-                elsewhere = await shared.sockets_elsewhere(user_id)
-                # Again after the wait, which let other connects in.
+            if shared is not None:
+                # The sockets on the other nodes count too: the user's, or for a
+                # tokenless socket, those from its address.
+                if identity is not None:
+                    elsewhere = await shared.sockets_elsewhere(user_id)
+                elif limits.max_tokenless_per_address > 0:
+                    elsewhere = await shared.address_elsewhere(socket.address or "?")
+                # Again after that wait, which let other connects in. From this check
+                # to the registration nothing waits, so concurrent connects on this
+                # node cannot pass the cap together.
                 refusal = self.registry.over_cap(socket, limits.max_sockets_per_user,
                                                  limits.max_tokenless_per_address,
                                                  elsewhere=elsewhere)
@@ -180,6 +185,8 @@ class ChatNamespace(socketio.AsyncNamespace):
         if not compat.is_open(self.server, sid):
             raise Gone()
         self.registry.add(socket)
+        if shared is not None and identity is None:
+            await shared.address_changed(socket.address or "?")
         if identity is not None:
             await self._prove(socket)
             if elsewhere:
@@ -234,7 +241,10 @@ class ChatNamespace(socketio.AsyncNamespace):
             return
         socket.closed = True
         self.registry.remove(socket.sid)
+        shared = self.limits.shared if self.limits is not None else None
         try:
+            if shared is not None and socket.connect_identity is None:
+                await shared.address_changed(socket.address or "?")
             if socket.proven:
                 await connection.proven_socket_gone(self.services, socket.user_id,
                                                     socket.sid, socket.client_type)
