@@ -161,7 +161,8 @@ _DEFS = [
     ("friend_request_cooldown_hours", 24.0, float,
      "after a user rejects a request, hours before its sender may ask them again "
      "(0: at once)"),
-    ("max_sockets_per_user", 20, int, "open sockets one user may hold on this node"),
+    ("max_sockets_per_user", 20, int,
+     "open sockets one user may hold (on all nodes together when they share a Redis)"),
     ("max_rooms_per_socket", 500, int, "chat rooms one socket may have joined at once"),
     ("max_tokenless_sockets_per_address", 100, int,
      "sockets without a token one address may hold (they claim a userId unproven)"),
