@@ -3,8 +3,8 @@
 Token buckets in this process's memory: a bucket holds up to ``count`` tokens and
 refills at ``count / seconds`` per second, so a client may burst ``count`` actions and
 then keep up the average. With several nodes on one Redis the per-user limits and the
-per-user socket cap hold across them (syarah.ratelimit_redis); the per-address ones
-stay each node's own.
+socket caps hold across them (syarah.ratelimit_redis); the per-address rates stay
+each node's own.
 """
 
 from __future__ import annotations
@@ -182,7 +182,20 @@ class Limits:
         bucket = self.buckets.get((action, "user"))
         if bucket is None:
             return
-        wait = await shared.take(action, user_id, bucket.capacity, bucket.refill)
+        wait, _ = await shared.take(action, user_id, bucket.capacity, bucket.refill)
         if wait is not None:
             bucket.give_back(user_id)
             self.refuse(action, "user", wait)
+
+    async def connect_shared(self, user_id: str) -> int:
+        """At a token-proven connect, after the node's own checks: spend the user's
+        shared connect bucket; returns the user's sockets on the other nodes (the
+        socket cap counts them). One round trip, whoever the user is."""
+        bucket = self.buckets.get(("connect", "user"))
+        wait, elsewhere = await self.shared.take(
+            "connect", user_id, bucket.capacity if bucket else 0,
+            bucket.refill if bucket else 0)
+        if wait is not None:
+            bucket.give_back(user_id)
+            self.refuse("connect", "user", wait)
+        return elsewhere

@@ -139,18 +139,19 @@ class SharedLimits:
         return int(ok), float(wait), elsewhere
 
     async def take(self, action: str, user_id: str, capacity: float,
-                   refill: float) -> float | None:
-        """Spend a token of the user's shared bucket: None when taken (or Redis away),
-        else the seconds until one is back."""
+                   refill: float) -> tuple[float | None, int]:
+        """Spend a token of the user's shared bucket (none with capacity 0). Returns
+        None when taken (or Redis away), else the seconds until one is back; and the
+        user's sockets on the other live nodes (0 while Redis is away)."""
         answer = await self._run(user_id, self._bucket(action, user_id), capacity, refill)
-        if answer is None or answer[0]:
-            return None
-        return answer[1]
+        if answer is None:
+            return None, 0
+        ok, wait, elsewhere = answer
+        return (None if ok else wait), elsewhere
 
     async def sockets_elsewhere(self, user_id: str) -> int:
         """The user's sockets on the other live nodes (0 while Redis is away)."""
-        answer = await self._run(user_id, "", 0, 0)
-        return 0 if answer is None else answer[2]
+        return (await self.take("", user_id, 0, 0))[1]
 
     async def address_elsewhere(self, address: str) -> int:
         """Sockets without a token from ``address`` on the other live nodes."""

@@ -118,3 +118,16 @@ async def test_with_redis_down_each_node_applies_its_own_limits(nodes, own_redis
     carl = User(one, "Carl-" + uuid.uuid4().hex[:4])
     c = await clients(carl)
     assert isinstance(await c.call("getMyChats", {}), list)
+
+
+async def test_connection_attempts_per_user_count_on_every_node(nodes, clients):
+    one, two = nodes("--rate-connect-user=3/3600", "--xheaders"), \
+        nodes("--rate-connect-user=3/3600", "--xheaders")
+    dan = User(one, "Dan")
+    dan_two = User(two, "Dan", user_id=dan.id)
+    for n in range(3):
+        c = await clients((dan, dan_two)[n % 2], headers={"X-Forwarded-For": fake_address()})
+        await c.close()
+    refusal = await refused_connect(dan_two, fake_address())
+    assert refusal["data"]["code"] == "RATE_LIMITED" and "you" in refusal["message"], refusal
+    assert "try again in" in refusal["message"], refusal

@@ -34,8 +34,8 @@ class FakeShared:
         self.asked += 1
         if self.left >= 1:
             self.left -= 1
-            return None
-        return 7.0
+            return None, 1
+        return 7.0, 1
 
 
 def limits_with(rate: str, shared, clock: FakeClock) -> Limits:
@@ -114,8 +114,8 @@ async def test_the_shared_bucket_bursts_then_refills_and_counts_other_nodes(shar
     assert "ann" in shared.spread
     # 3 per 300 s: a burst of three, then a wait of about 100 s for the next one.
     for _ in range(3):
-        assert await shared.take("getMyChats", "ann", 3, 0.01) is None
-    wait = await shared.take("getMyChats", "ann", 3, 0.01)
+        assert await shared.take("getMyChats", "ann", 3, 0.01) == (None, 2)
+    wait, _ = await shared.take("getMyChats", "ann", 3, 0.01)
     assert wait is not None and 99 < wait <= 100
     # The bucket goes when it would be full again.
     assert 0 < await client.pttl(f"{prefix}:rate:getMyChats:ann") <= 301_000
@@ -133,7 +133,7 @@ async def test_with_redis_unreachable_the_local_limits_decide_and_it_is_said_onc
     link = RedisLink()
     shared = SharedLimits(client, "syarah-test", "a", ttl=45, link=link)
     with caplog.at_level(logging.WARNING, logger="syarah.limits"):
-        assert await shared.take("getMyChats", "ann", 3, 0.01) is None
+        assert await shared.take("getMyChats", "ann", 3, 0.01) == (None, 0)
         assert await shared.sockets_elsewhere("ann") == 0
     assert link.up is False
     # Once down, no further call is tried until the link is back.

@@ -155,7 +155,7 @@ class ChatNamespace(socketio.AsyncNamespace):
         if limits is not None and identity is not None:
             # Only a verified token names the user here: a claimed userId alone would
             # let anyone use up another user's connection budget.
-            await limits.check_user("connect", user_id)
+            limits.check("connect", user_id=user_id)
         if identity is not None:
             await services.users.ensure(identity.user, identity.issued_at)
         socket = SocketState(sid=sid, user_id=user_id, client_type=hs.client_type,
@@ -171,7 +171,8 @@ class ChatNamespace(socketio.AsyncNamespace):
                 # The sockets on the other nodes count too: the user's, or for a
                 # tokenless socket, those from its address.
                 if identity is not None:
-                    elsewhere = await shared.sockets_elsewhere(user_id)
+                    # The same round trip spends the user's shared connect bucket.
+                    elsewhere = await limits.connect_shared(user_id)
                 elif limits.max_tokenless_per_address > 0:
                     elsewhere = await shared.address_elsewhere(socket.address or "?")
                 # Again after that wait, which let other connects in. From this check
@@ -242,6 +243,8 @@ class ChatNamespace(socketio.AsyncNamespace):
         socket.closed = True
         self.registry.remove(socket.sid)
         shared = self.limits.shared if self.limits is not None else None
+        if shared is not None and socket.user_id not in self.registry.user_sockets:
+            shared.spread.discard(socket.user_id)
         try:
             if shared is not None and socket.connect_identity is None:
                 await shared.address_changed(socket.address or "?")
