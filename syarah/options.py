@@ -131,7 +131,8 @@ _DEFS = [
     ("rate_connect_user", "30/60", str, "Socket.IO connection attempts per user"),
     ("rate_connect_address", "600/60", str,
      "Socket.IO connection attempts per client address"),
-    # Every other event, per user (all the user's sockets on a node share a bucket).
+    # Every other event, per user (all the user's sockets share a bucket, across the
+    # nodes when they share a Redis).
     # Each is several times what a person does in the fastest client flow, so only a
     # script meets it.
     ("rate_find_all_messages_user", "60/10", str,
