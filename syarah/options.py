@@ -131,7 +131,8 @@ _DEFS = [
     ("rate_connect_user", "30/60", str, "Socket.IO connection attempts per user"),
     ("rate_connect_address", "600/60", str,
      "Socket.IO connection attempts per client address"),
-    # Every other event, per user (all the user's sockets on a node share a bucket).
+    # Every other event, per user (all the user's sockets share a bucket, across the
+    # nodes when they share a Redis).
     # Each is several times what a person does in the fastest client flow, so only a
     # script meets it.
     ("rate_find_all_messages_user", "60/10", str,
@@ -161,7 +162,8 @@ _DEFS = [
     ("friend_request_cooldown_hours", 24.0, float,
      "after a user rejects a request, hours before its sender may ask them again "
      "(0: at once)"),
-    ("max_sockets_per_user", 20, int, "open sockets one user may hold on this node"),
+    ("max_sockets_per_user", 20, int,
+     "open sockets one user may hold (on all nodes together when they share a Redis)"),
     ("max_rooms_per_socket", 500, int, "chat rooms one socket may have joined at once"),
     ("max_tokenless_sockets_per_address", 100, int,
      "sockets without a token one address may hold (they claim a userId unproven)"),

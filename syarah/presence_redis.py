@@ -64,6 +64,9 @@ class RedisPresence(Presence):
         # and async (user id, chat id) to run another node's group removal here.
         self.on_gone = None
         self.on_removed = None
+        # Set by the server: (user id) when another node found the user spread over
+        # several nodes (the per-user limits then hold across them).
+        self.on_spread = None
         self._tasks: list[asyncio.Task] = []
         self._announcing: set[asyncio.Task] = set()
 
@@ -290,7 +293,13 @@ class RedisPresence(Presence):
     async def _heard(self, data):
         try:
             message = json.loads(data)
-            if message["node"] == self.node_id or self.on_removed is None:
+            if message["node"] == self.node_id:
+                return
+            if "spread" in message:
+                if self.on_spread is not None:
+                    self.on_spread(str(message["spread"]))
+                return
+            if self.on_removed is None:
                 return
             user_id, chat_id = message["removed"]
             await self.on_removed(str(user_id), int(chat_id))
@@ -366,6 +375,13 @@ class RedisPresence(Presence):
             await self._send_removals()
         except REDIS_TROUBLE as exc:
             self._lost(exc)
+
+    async def announce_spread(self, user_id):
+        """Tell the other nodes the user holds sockets on several nodes. Not retried:
+        a node that misses it applies its own limits to that user until it hears
+        again, at the user's next connect on another node."""
+        await self.redis.publish(self._bus(), json.dumps(
+            {"node": self.node_id, "spread": user_id}))
 
     async def socket_count(self):
         return await self.local.socket_count()

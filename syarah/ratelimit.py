@@ -2,8 +2,9 @@
 
 Token buckets in this process's memory: a bucket holds up to ``count`` tokens and
 refills at ``count / seconds`` per second, so a client may burst ``count`` actions and
-then keep up the average. With several nodes each keeps its own buckets; a client
-spread over N nodes may reach N times the rate, which is still bounded.
+then keep up the average. With several nodes on one Redis the per-user limits and the
+socket caps hold across them (syarah.ratelimit_redis); the per-address rates stay
+each node's own.
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ class TokenBuckets:
         if len(self._buckets) > PRUNE_ABOVE:
             self._prune(now)
         return True
+
+    def give_back(self, key: str) -> None:
+        """Return the token ``take`` just spent (the shared bucket refused)."""
+        held = self._buckets.get(key)
+        if held is not None:
+            self._buckets[key] = (min(self.capacity, held[0] + 1), held[1])
 
     def wait(self, key: str) -> float:
         """Seconds until ``key``'s bucket holds a whole token again."""
@@ -138,6 +145,8 @@ class Limits:
         self.max_rooms_per_socket = settings.max_rooms_per_socket
         self.max_tokenless_per_address = settings.max_tokenless_sockets_per_address
         self.on_limited = on_limited or (lambda action, scope: None)
+        # syarah.ratelimit_redis.SharedLimits when nodes share a Redis, else None.
+        self.shared = None
 
     def limits(self, action: str) -> bool:
         return (action, "user") in self.buckets or (action, "address") in self.buckets
@@ -151,9 +160,42 @@ class Limits:
             if bucket is None or key is None:
                 continue
             if not bucket.take(key):
-                self.on_limited(action, scope)
-                what = "this address" if scope == "address" else "you"
-                wait = bucket.wait(key)
-                words = ACTION_WORDS.get(action, f"{action} requests")
-                raise RateLimited(f"Too many {words} from {what}; slow down and try "
-                                  f"again in {in_words(wait)}.", retry_after=wait)
+                self.refuse(action, scope, bucket.wait(key))
+
+    def refuse(self, action: str, scope: str, wait: float):
+        self.on_limited(action, scope)
+        what = "this address" if scope == "address" else "you"
+        words = ACTION_WORDS.get(action, f"{action} requests")
+        raise RateLimited(f"Too many {words} from {what}; slow down and try "
+                          f"again in {in_words(wait)}.", retry_after=wait)
+
+    async def check_user(self, action: str, user_id: str, *, here: bool = True) -> None:
+        """The per-user limit of ``action``, across nodes when they share a Redis.
+
+        The node's own bucket decides first (its refusal needs no one else). A user
+        spread over several nodes, or one who holds no socket here (``here`` False: a
+        REST call may come to any node), also spends a token of the shared bucket."""
+        self.check(action, user_id=user_id)
+        shared = self.shared
+        if shared is None or (here and user_id not in shared.spread):
+            return
+        bucket = self.buckets.get((action, "user"))
+        if bucket is None:
+            return
+        wait, _ = await shared.take(action, user_id, bucket.capacity, bucket.refill)
+        if wait is not None:
+            bucket.give_back(user_id)
+            self.refuse(action, "user", wait)
+
+    async def connect_shared(self, user_id: str) -> int:
+        """At a token-proven connect, after the node's own checks: spend the user's
+        shared connect bucket; returns the user's sockets on the other nodes (the
+        socket cap counts them). One round trip, whoever the user is."""
+        bucket = self.buckets.get(("connect", "user"))
+        wait, elsewhere = await self.shared.take(
+            "connect", user_id, bucket.capacity if bucket else 0,
+            bucket.refill if bucket else 0)
+        if wait is not None:
+            bucket.give_back(user_id)
+            self.refuse("connect", "user", wait)
+        return elsewhere

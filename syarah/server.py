@@ -100,6 +100,14 @@ class Node:
             self.presence.on_gone = lambda users: announce_gone(services, users)
             self.presence.on_removed = lambda user_id, chat_id: evict_member(
                 services, user_id, chat_id)
+            from syarah.ratelimit_redis import SharedLimits
+            shared = limits.shared = SharedLimits(
+                self.redis, s.redis_prefix, self.presence.node_id, s.presence_ttl,
+                self.presence.link, holds=lambda user_id: user_id in registry.user_sockets,
+                addresses=registry.tokenless_sockets)
+            shared.announce = self.presence.announce_spread
+            self.presence.on_spread = shared.heard_spread
+            shared.start()
         self.namespace = ChatNamespace(
             services, registry, observer=metrics.MetricsObserver(EVENTS), limits=limits)
         sio.register_namespace(self.namespace)
@@ -182,6 +190,9 @@ class Node:
                              self.http.close_all_connections(), left())
         if getattr(self, "redis", None) is not None:
             await self._step("leaving the deployment", self.presence.stop(), left())
+            if self.services.limits.shared is not None:
+                await self._step("clearing the address counts",
+                                 self.services.limits.shared.stop(), left())
             await self.redis.aclose()
         if self.media is not None:
             await self._step("stopping media cleanup", self.media.stop(), left())

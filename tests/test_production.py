@@ -175,15 +175,16 @@ async def connect_from(clients, user: User, address: str):
     return await clients(user, headers={"X-Forwarded-For": address})
 
 
-async def refused_connect(user: User, address: str) -> dict:
+async def refused_connect(user: User, address: str, with_token: bool = True) -> dict:
     """Connect and expect a refusal; returns the connect_error payload."""
     sio = socketio.AsyncClient(reconnection=False)
     seen = []
     sio.on("connect_error", lambda data=None: seen.append(data))
     with pytest.raises(socketio.exceptions.ConnectionError):
         await sio.connect(f"{user.server.url}?userId={user.id}",
-                          auth={"accessToken": user.token}, transports=["websocket"],
-                          headers={"X-Forwarded-For": address}, wait_timeout=5)
+                          auth={"accessToken": user.token} if with_token else None,
+                          transports=["websocket"], headers={"X-Forwarded-For": address},
+                          wait_timeout=5)
     await sio.disconnect()
     assert seen, "no connect_error arrived"
     return seen[0]

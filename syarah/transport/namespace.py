@@ -160,18 +160,39 @@ class ChatNamespace(socketio.AsyncNamespace):
             await services.users.ensure(identity.user, identity.issued_at)
         socket = SocketState(sid=sid, user_id=user_id, client_type=hs.client_type,
                              address=hs.address, connect_identity=identity)
-        # From the cap check to the registration nothing waits, so concurrent
-        # connects of one user cannot pass the cap together.
+        elsewhere, shared = 0, limits.shared if limits is not None else None
         if limits is not None:
+            # This node's own count first: a refusal here needs no one else.
             refusal = self.registry.over_cap(socket, limits.max_sockets_per_user,
                                              limits.max_tokenless_per_address)
             if refusal:
                 raise RateLimited(refusal)
+            if shared is not None:
+                # The sockets on the other nodes count too: the user's, or for a
+                # tokenless socket, those from its address.
+                if identity is not None:
+                    # The same round trip spends the user's shared connect bucket.
+                    elsewhere = await limits.connect_shared(user_id)
+                elif limits.max_tokenless_per_address > 0:
+                    elsewhere = await shared.address_elsewhere(socket.address or "?")
+                # Again after that wait, which let other connects in. From this check
+                # to the registration nothing waits, so concurrent connects on this
+                # node cannot pass the cap together.
+                refusal = self.registry.over_cap(socket, limits.max_sockets_per_user,
+                                                 limits.max_tokenless_per_address,
+                                                 elsewhere=elsewhere)
+                if refusal:
+                    raise RateLimited(refusal)
         if not compat.is_open(self.server, sid):
             raise Gone()
         self.registry.add(socket)
+        if shared is not None and identity is None:
+            await shared.address_changed(socket.address or "?")
         if identity is not None:
             await self._prove(socket)
+            if elsewhere:
+                # Now that this node's count is in Redis, the other nodes may look.
+                await shared.spreading(user_id)
         if services.settings.recovery_window > 0:
             await self._recover(socket, auth)
         if socket.closed or not compat.is_open(self.server, sid):
@@ -221,7 +242,12 @@ class ChatNamespace(socketio.AsyncNamespace):
             return
         socket.closed = True
         self.registry.remove(socket.sid)
+        shared = self.limits.shared if self.limits is not None else None
+        if shared is not None and socket.user_id not in self.registry.user_sockets:
+            shared.spread.discard(socket.user_id)
         try:
+            if shared is not None and socket.connect_identity is None:
+                await shared.address_changed(socket.address or "?")
             if socket.proven:
                 await connection.proven_socket_gone(self.services, socket.user_id,
                                                     socket.sid, socket.client_type)
@@ -274,7 +300,13 @@ class ChatNamespace(socketio.AsyncNamespace):
             e = decode(route.dto, payload)
             user = await self._caller(socket, e.access_token)
             if limits is not None:
-                limits.check(event, user_id=user.id)
+                # A user whose sockets are all here costs one set lookup: no
+                # coroutine, no Redis.
+                shared = limits.shared
+                if shared is not None and user.id in shared.spread:
+                    await limits.check_user(event, user.id)
+                else:
+                    limits.check(event, user_id=user.id)
                 if route.policy.room_cap:
                     self._check_room_cap(socket, e)
             ctx = Context(self.services, user, sid, socket.client_type)

@@ -73,7 +73,10 @@ class SocketRegistry:
             return self.proven_sockets, socket.user_id
         return self.tokenless_sockets, socket.address or "?"
 
-    def over_cap(self, socket: SocketState, per_user: int, per_address: int) -> str | None:
+    def over_cap(self, socket: SocketState, per_user: int, per_address: int,
+                 elsewhere: int = 0) -> str | None:
+        """The refusal when the socket would pass its cap; ``elsewhere``: the user's
+        sockets on the other nodes of the deployment."""
         counts, key = self._cap_count(socket)
         if counts is self.proven_sockets:
             cap = per_user
@@ -82,7 +85,7 @@ class SocketRegistry:
             cap = per_address
             message = (f"{cap} connections without an access token are open from your "
                        "address; connect with auth: {accessToken}.")
-        return message if cap > 0 and counts.get(key, 0) >= cap else None
+        return message if cap > 0 and counts.get(key, 0) + elsewhere >= cap else None
 
     # -- lifecycle ----------------------------------------------------------------
 

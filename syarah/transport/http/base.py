@@ -125,7 +125,9 @@ def rate_limited(action: str):
             limits = self.services.limits
             if limits is not None:
                 user_id = self.services.verifier.verify(self.bearer()).user.id
-                limits.check(action, user_id=user_id)
+                shared = limits.shared
+                await limits.check_user(action, user_id, here=shared is None
+                                        or shared.holds(user_id))
             return await method(self, *args)
         return limited
     return decorate
