@@ -7,7 +7,10 @@ import time
 
 import jwt
 
-from conftest import SECRET, User, dm, http_json, register
+from conftest import SECRET, User, dm, http_json, new_database_url, register
+from syarah import types
+from syarah.protocol.outbound import MyChat, Time, to_wire
+from syarah.store import open_store
 from syarah.auth import mint
 from test_uploads import jpeg, upload
 from helpers import (
@@ -382,3 +385,47 @@ async def test_get_my_chats_entry_of_every_kind(server, clients):
                 ch["unreadCount"], ch["lastMessage"], ch["lastMessageType"]) == (
             h["name"], h["avatar"], h["creationTime"], h["lastMessageTime"],
             h["unreadCount"], last.get("message"), last.get("messageType"))
+
+
+async def test_unread_counts_of_more_chats_than_one_statement_counts(store_kind):
+    """The counts go 200 chats a statement: a list of 205 unread chats is counted whole,
+    and getMyChats's list agrees with findAllChatHeaders's summaries."""
+    url, cleanup = new_database_url(store_kind)
+    store = await open_store(url)
+    try:
+        now = int(time.time() * 1000)
+        me = types.User("00000000-0000-4000-8000-00000000a000", "Me")
+        others = [types.User(f"00000000-0000-4000-8000-{i:012d}", f"U{i}") for i in range(205)]
+        await store.ensure_users([me.id] + [o.id for o in others], now)
+        unread = {}
+        for i, other in enumerate(others):
+            chat = await store.get_or_create_individual_chat(me.id, other.id, now + i)
+            for k in range(i % 3):
+                await store.add_message(chat.id, other, f"m{k}", 0, None, None, now + i)
+            await store.add_message(chat.id, me, "mine", 0, None, None, now + i)
+            unread[chat.id] = i % 3
+        listed = await store.chat_list(me.id)
+        assert {c.chat_header_id: c.unread_count for c in listed} == unread
+        summaries = await store.chat_summaries(me.id, limit=1000)
+        assert [(s.chat.id, s.unread_count) for s in summaries] == [
+            (c.chat_header_id, c.unread_count) for c in listed]
+    finally:
+        await store.close()
+        cleanup()
+
+
+def test_a_chat_list_entry_is_written_as_its_my_chat():
+    """MyChat.wire writes an entry without building the MyChat: the same keys in the
+    same order, the same values."""
+    for entry, online in (
+            (types.ChatListEntry(7, 1764700000123, 1764700001000, "hi", 2, "u-1", "Bob",
+                                 "https://cdn.example/b.png", 1, 3), True),
+            (types.ChatListEntry(8, 1764700000000, None, None, None, None, None, None, None,
+                                 0), False)):
+        dataclass_wire = to_wire(MyChat(
+            entry.chat_header_id, entry.user_id, entry.user_name, entry.user_avatar,
+            entry.last_message, entry.last_message_type,
+            None if entry.last_message_ms is None else Time(entry.last_message_ms),
+            Time(entry.creation_ms), online, entry.unread_count, entry.friendship_status))
+        direct = MyChat.wire(entry, online)
+        assert list(direct.items()) == list(dataclass_wire.items())
