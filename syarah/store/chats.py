@@ -169,8 +169,10 @@ class ChatStore:
         driver); the unread counts are one more statement per 200 unread chats."""
         found = await self.db.fetchall(
             "SELECT ch.id, ch.creation_ms, ch.last_message_ms, m.message, m.message_type,"
-            " ou.id, ou.name, ou.avatar, f.status, ch.last_message_id,"
-            " cm.last_read_message_id"
+            " ou.id, ou.name, ou.avatar, f.status,"
+            # the read marker, where there may be something unread after it
+            " CASE WHEN ch.last_message_id > cm.last_read_message_id"
+            "  THEN cm.last_read_message_id END"
             " FROM chat_members cm"
             " JOIN chat_headers ch ON ch.id = cm.chat_header_id"
             " LEFT JOIN messages m ON m.id = ch.last_message_id"
@@ -179,7 +181,7 @@ class ChatStore:
             " LEFT JOIN friendships f ON f.user_id = cm.user_id AND f.other_user_id = ou.id"
             " WHERE cm.user_id = ? AND ch.is_group = 0"
             " ORDER BY ch.activity_ms DESC, ch.id DESC LIMIT ?", user_id, limit)
-        unread_possible = {r[0]: r[10] for r in found if (r[9] or 0) > r[10]}
+        unread_possible = {r[0]: r[9] for r in found if r[9] is not None}
         counts = await self.unread_counts(user_id, unread_possible) if unread_possible else {}
         entry = types.ChatListEntry
         return [entry(r[0], r[1], r[2], r[3], r[4], r[5],
