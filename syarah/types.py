@@ -101,7 +101,7 @@ class ChatSummary:
     friendship_status: int | None = None
 
 
-class ChatListEntry(NamedTuple):
+class MyChatEntry(NamedTuple):
     """An individual chat as a user's chat list (getMyChats) shows it: the other user,
     the last message's text and type, the friendship status and the unread count. A
     tuple, as one user's list holds thousands."""

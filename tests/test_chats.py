@@ -404,7 +404,7 @@ async def test_unread_counts_of_more_chats_than_one_statement_counts(store_kind)
                 await store.add_message(chat.id, other, f"m{k}", 0, None, None, now + i)
             await store.add_message(chat.id, me, "mine", 0, None, None, now + i)
             unread[chat.id] = i % 3
-        listed = await store.chat_list(me.id)
+        listed = await store.my_chats(me.id)
         assert {c.chat_header_id: c.unread_count for c in listed} == unread
         summaries = await store.chat_summaries(me.id, limit=1000)
         assert [(s.chat.id, s.unread_count) for s in summaries] == [
@@ -418,9 +418,9 @@ def test_a_chat_list_entry_is_written_as_its_my_chat():
     """MyChat.wire writes an entry without building the MyChat: the same keys in the
     same order, the same values."""
     for entry, online in (
-            (types.ChatListEntry(7, 1764700000123, 1764700001000, "hi", 2, "u-1", "Bob",
+            (types.MyChatEntry(7, 1764700000123, 1764700001000, "hi", 2, "u-1", "Bob",
                                  "https://cdn.example/b.png", 1, 3), True),
-            (types.ChatListEntry(8, 1764700000000, None, None, None, None, None, None, None,
+            (types.MyChatEntry(8, 1764700000000, None, None, None, None, None, None, None,
                                  0), False)):
         dataclass_wire = to_wire(MyChat(
             entry.chat_header_id, entry.user_id, entry.user_name, entry.user_avatar,

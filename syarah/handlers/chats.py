@@ -63,7 +63,7 @@ async def find_all_chat_headers(ctx: Context, e: dto.FindAllChatHeaders):
 
 
 async def get_my_chats(ctx: Context, e: dto.GetMyChats):
-    chats = await ctx.services.store.chat_list(ctx.user.id)
+    chats = await ctx.services.store.my_chats(ctx.user.id)
     online = await visible_online(ctx, [c.user_id for c in chats if c.user_id])
     return [MyChat.wire(c, c.user_id in online) for c in chats]
 

@@ -138,7 +138,7 @@ class MyChat:
     friendship_status: int | None
 
     @staticmethod
-    def wire(chat: types.ChatListEntry, is_online: bool) -> "Wire":
+    def wire(chat: types.MyChatEntry, is_online: bool) -> "Wire":
         """What ``to_wire`` writes for this chat's MyChat, written without the object
         in between: one user's list is a thousand of them, and the generic walk over
         the dataclass fields was most of the time spent building it."""

@@ -162,7 +162,7 @@ class ChatStore:
                 s.unread_count = counts.get(s.chat.id, 0)
         return summaries
 
-    async def chat_list(self, user_id: str, limit: int = 10_000) -> list[types.ChatListEntry]:
+    async def my_chats(self, user_id: str, limit: int = 10_000) -> list[types.MyChatEntry]:
         """A user's individual chats as getMyChats lists them, most recent activity
         first. Only the columns that list shows are read (a user with 1,000 chats reads
         1,000 rows, and each column of each row is decoded in Python by the MariaDB
@@ -183,7 +183,7 @@ class ChatStore:
             " ORDER BY ch.activity_ms DESC, ch.id DESC LIMIT ?", user_id, limit)
         unread_possible = {r[0]: r[9] for r in found if r[9] is not None}
         counts = await self.unread_counts(user_id, unread_possible) if unread_possible else {}
-        entry = types.ChatListEntry
+        entry = types.MyChatEntry
         return [entry(r[0], r[1], r[2], r[3], r[4], r[5],
                       None if r[5] is None else r[6] or "", r[7], r[8], counts.get(r[0], 0))
                 for r in found]
