@@ -237,6 +237,9 @@ def run(sizes: list[int], progress) -> dict:
                                             procs.db_pid()))
             for key, value in timed.items():
                 results[key][size] = value
+            progress(f"growth: at {size:,} messages, median ms (server CPU ms):"
+                     + "; ".join(f" {op} {timed['ms'][op]} ({timed['server_cpu_ms'][op]})"
+                                 for op in OPS))
             if size == sizes[-1]:
                 for label, stmts in asyncio.run(statements(url, ds)).items():
                     plans[label] = [(sql, explain(ds, sql, args)) for sql, args in stmts]
