@@ -6,12 +6,19 @@ know table names); the server reads them as if clients had written them. Half of
 messages go to one "hot" chat, so that its history is long enough for a deep
 ``lastMessageId`` page; the rest are spread over the 1,000 chats. The user has read all
 but the last two messages of every chat, as an active user has.
+
+Besides the median wall time of each event, the server's CPU time per call (and
+MariaDB's, which other work on the machine may share) is read from /proc, as wall
+time on a busy machine says little. Just this part, at 10k and 100k messages, in
+about a minute: ``python -m bench.growth 10000 100000`` (prints, writes nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
+import sys
 import time
 import uuid
 
@@ -119,25 +126,39 @@ def requests(ds: Dataset, token: str) -> dict[str, tuple[str, dict]]:
     }
 
 
-async def time_events(url: str, ds: Dataset, token: str) -> dict[str, float]:
-    """Median milliseconds of each event, called one after another over Socket.IO."""
+def cpu_ms(pid: int | None) -> float:
+    """User + system CPU time of a process so far, in milliseconds."""
+    if pid is None:
+        return float("nan")
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+async def time_events(url: str, ds: Dataset, token: str, server_pid: int | None = None,
+                      db_pid: int | None = None) -> dict[str, dict[str, float]]:
+    """Median milliseconds of each event, called one after another over Socket.IO, and
+    the server's and MariaDB's CPU milliseconds per call over the same calls."""
     import socketio
 
     client = socketio.AsyncClient(reconnection=False)
     await client.connect(f"{url}?userId={ds.me}", auth={"accessToken": token},
                          transports=["websocket"], wait_timeout=10)
-    out = {}
+    out = {"ms": {}, "server_cpu_ms": {}, "db_cpu_ms": {}}
     try:
         for label, (event, data) in requests(ds, token).items():
             reply = await client.call(event, data, timeout=30)
             if isinstance(reply, dict) and "error" in reply:
                 raise RuntimeError(f"{event}: {reply}")
             times = []
+            server0, db0 = cpu_ms(server_pid), cpu_ms(db_pid)
             for _ in range(REPEAT):
                 t = time.perf_counter()
                 await client.call(event, data, timeout=30)
                 times.append((time.perf_counter() - t) * 1000)
-            out[label] = round(statistics.median(times), 2)
+            out["ms"][label] = round(statistics.median(times), 2)
+            out["server_cpu_ms"][label] = round((cpu_ms(server_pid) - server0) / REPEAT, 1)
+            out["db_cpu_ms"][label] = round((cpu_ms(db_pid) - db0) / REPEAT, 1)
     finally:
         await client.disconnect()
     return out
@@ -196,26 +217,54 @@ def explain(ds: Dataset, sql: str, args: tuple) -> list[str]:
 
 
 def run(sizes: list[int], progress) -> dict:
+    """Time the events at each size; ``ms`` (the table's figures), ``server_cpu_ms``
+    and ``db_cpu_ms`` are keyed by size, then by event."""
+    from syarah.auth import mint
+
     db_name, url = procs.new_database("_growth")
     server = None
     try:
         server = procs.Server("product", url)  # migrates the empty database
         ds = Dataset(db_name)
         ds.create_people()
-        token = procs.users(0) and None
-        from syarah.auth import mint
         token = mint(procs.SECRET, ds.me, "Bench user", hours=4)
-        results = {}
+        results = {"ms": {}, "server_cpu_ms": {}, "db_cpu_ms": {}}
         plans = {}
         for size in sizes:
             ds.grow_to(size, progress)
             progress(f"growth: timing events at {size:,} messages")
-            results[size] = asyncio.run(time_events(server.url, ds, token))
+            timed = asyncio.run(time_events(server.url, ds, token, server.pid,
+                                            procs.db_pid()))
+            for key, value in timed.items():
+                results[key][size] = value
+            progress(f"growth: at {size:,} messages, median ms (server CPU ms):"
+                     + "; ".join(f" {op} {timed['ms'][op]} ({timed['server_cpu_ms'][op]})"
+                                 for op in OPS))
             if size == sizes[-1]:
                 for label, stmts in asyncio.run(statements(url, ds)).items():
                     plans[label] = [(sql, explain(ds, sql, args)) for sql, args in stmts]
-        return {"sizes": sizes, "ms": results, "plans": plans}
+        return {"sizes": sizes, **results, "plans": plans}
     finally:
         if server is not None:
             server.stop()
         procs.drop_database(db_name)
+
+
+def main(argv: list[str]) -> int:
+    sizes = [int(a.replace("_", "").replace(",", "")) for a in argv] or [10_000, 100_000]
+    load = os.getloadavg()
+    grown = run(sizes, lambda text: print(text, file=sys.stderr))
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f},"
+          f" after: {os.getloadavg()[0]:.2f}")
+    print("| event | " + " | ".join(f"{s:,} msgs: ms (server CPU, MariaDB CPU)"
+                                     for s in sizes) + " |")
+    print("|---|" + "---|" * len(sizes))
+    for op in OPS:
+        print(f"| {op} | " + " | ".join(
+            f"{grown['ms'][s][op]} ({grown['server_cpu_ms'][s][op]},"
+            f" {grown['db_cpu_ms'][s][op]})" for s in sizes) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

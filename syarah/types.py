@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 
 class MessageType(IntEnum):
@@ -98,6 +99,23 @@ class ChatSummary:
     unread_count: int
     other_user: User | None = None
     friendship_status: int | None = None
+
+
+class MyChatEntry(NamedTuple):
+    """An individual chat as a user's chat list (getMyChats) shows it: the other user,
+    the last message's text and type, the friendship status and the unread count. A
+    tuple, as one user's list holds thousands."""
+
+    chat_header_id: int
+    creation_ms: int
+    last_message_ms: int | None
+    last_message: str | None
+    last_message_type: int | None
+    user_id: str | None
+    user_name: str | None
+    user_avatar: str | None
+    friendship_status: int | None
+    unread_count: int
 
 
 @dataclass

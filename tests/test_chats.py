@@ -7,7 +7,10 @@ import time
 
 import jwt
 
-from conftest import SECRET, User, dm, http_json, register
+from conftest import SECRET, User, dm, http_json, new_database_url, register
+from syarah import types
+from syarah.protocol.outbound import MyChat, Time, to_wire
+from syarah.store import open_store
 from syarah.auth import mint
 from test_uploads import jpeg, upload
 from helpers import (
@@ -316,3 +319,113 @@ async def test_claims_update_only_what_they_carry(server, clients):
     ann.token = token(ann.id, name="Ann", picture="https://cdn.example/new.png")
     await clients(ann)
     assert await ann_as_stored() == ("Ann", "https://cdn.example/new.png")
+
+
+async def test_get_my_chats_entry_of_every_kind(server, clients):
+    """Each kind of individual chat once (friend, pending, blocked, none; unread, read,
+    edited and deleted last messages, none), and every entry agrees
+    with the same chat's findAllChatHeaders header."""
+    ann, bob, cat, dan, eve, fay = (User(server, n) for n in ("Ann", "Bob", "Cat", "Dan",
+                                                             "Eve", "Fay"))
+    bob.token = mint(SECRET, bob.id, "Bob", avatar="https://cdn.example/bob.png")
+    await register(ann, bob, cat, dan, eve, fay)
+    a, b, c, d, e = [await clients(u) for u in (ann, bob, cat, dan, eve)]
+    befriend(ann, bob)
+    cat.http("POST", "/api/friendships", {"userId": ann.id})
+    block(fay, ann)
+    with_fay = await dm(a, fay)
+    await tick()
+    gid = group(bob, "Not listed", ann)
+    await send(b, gid, "to the group")
+    with_eve = await dm(e, ann)
+    await send(e, with_eve, "read by ann")
+    await a.call("readMessage", {"chatHeaderId": with_eve})
+    await tick()
+    with_dan = await dm(d, ann)
+    kept = await send(d, with_dan, "kept")
+    gone = await send(d, with_dan, "deleted")
+    await d.call("removeMessage", {"id": gone["id"], "chatHeaderId": with_dan})
+    await tick()
+    with_cat = await dm(c, ann)
+    edited = await send(c, with_cat, "before")
+    await c.call("updateMessage", {"id": edited["id"], "message": "after",
+                                   "chatHeaderId": with_cat})
+    await tick()
+    with_bob = await dm(b, ann)
+    await send(b, with_bob, "one")
+    await send(b, with_bob, "two")
+    mine = await send(a, with_bob, "and mine")
+    chats = await a.call("getMyChats", {})
+    by_id = {ch["chatHeaderId"]: ch for ch in chats}
+    assert [ch["chatHeaderId"] for ch in chats] == [with_bob, with_cat, with_dan, with_eve,
+                                                   with_fay]
+    expected = {
+        with_bob: (bob.id, "Bob", "https://cdn.example/bob.png", "and mine", 0,
+                   mine["creationTime"], True, 2, 1),
+        with_cat: (cat.id, "Cat", None, "after", 0, edited["creationTime"], True, 1, 0),
+        with_dan: (dan.id, "Dan", None, "kept", 0, kept["creationTime"], True, 1, None),
+        with_eve: (eve.id, "Eve", None, "read by ann", 0, by_id[with_eve]["lastMessageTime"],
+                   True, 0, None),
+        with_fay: (fay.id, "Fay", None, None, None, None, False, 0, 3),
+    }
+    for chat_id, (uid, name, avatar, text, kind, when, online, unread, status) in (
+            expected.items()):
+        assert by_id[chat_id] == {
+            "chatHeaderId": chat_id, "userId": uid, "userName": name, "userAvatar": avatar,
+            "lastMessage": text, "lastMessageType": kind, "lastMessageTime": when,
+            "creationTime": by_id[chat_id]["creationTime"], "isOnline": online,
+            "unreadCount": unread, "friendshipStatus": status}
+        assert re.match(ISO_MS, by_id[chat_id]["creationTime"])
+    headers = {h["id"]: h for h in (await a.call("findAllChatHeaders", {}))["items"]}
+    assert set(headers) == set(by_id) | {gid}
+    for chat_id, ch in by_id.items():
+        h = headers[chat_id]
+        last = h["lastMessage"] or {}
+        assert (ch["userName"], ch["userAvatar"], ch["creationTime"], ch["lastMessageTime"],
+                ch["unreadCount"], ch["lastMessage"], ch["lastMessageType"]) == (
+            h["name"], h["avatar"], h["creationTime"], h["lastMessageTime"],
+            h["unreadCount"], last.get("message"), last.get("messageType"))
+
+
+async def test_unread_counts_of_more_chats_than_one_statement_counts(store_kind):
+    """The counts go 200 chats a statement: a list of 205 unread chats is counted whole,
+    and getMyChats's list agrees with findAllChatHeaders's summaries."""
+    url, cleanup = new_database_url(store_kind)
+    store = await open_store(url)
+    try:
+        now = int(time.time() * 1000)
+        me = types.User("00000000-0000-4000-8000-00000000a000", "Me")
+        others = [types.User(f"00000000-0000-4000-8000-{i:012d}", f"U{i}") for i in range(205)]
+        await store.ensure_users([me.id] + [o.id for o in others], now)
+        unread = {}
+        for i, other in enumerate(others):
+            chat = await store.get_or_create_individual_chat(me.id, other.id, now + i)
+            for k in range(i % 3):
+                await store.add_message(chat.id, other, f"m{k}", 0, None, None, now + i)
+            await store.add_message(chat.id, me, "mine", 0, None, None, now + i)
+            unread[chat.id] = i % 3
+        listed = await store.my_chats(me.id)
+        assert {c.chat_header_id: c.unread_count for c in listed} == unread
+        summaries = await store.chat_summaries(me.id, limit=1000)
+        assert [(s.chat.id, s.unread_count) for s in summaries] == [
+            (c.chat_header_id, c.unread_count) for c in listed]
+    finally:
+        await store.close()
+        cleanup()
+
+
+def test_a_chat_list_entry_is_written_as_its_my_chat():
+    """MyChat.wire writes an entry without building the MyChat: the same keys in the
+    same order, the same values."""
+    for entry, online in (
+            (types.MyChatEntry(7, 1764700000123, 1764700001000, "hi", 2, "u-1", "Bob",
+                                 "https://cdn.example/b.png", 1, 3), True),
+            (types.MyChatEntry(8, 1764700000000, None, None, None, None, None, None, None,
+                                 0), False)):
+        dataclass_wire = to_wire(MyChat(
+            entry.chat_header_id, entry.user_id, entry.user_name, entry.user_avatar,
+            entry.last_message, entry.last_message_type,
+            None if entry.last_message_ms is None else Time(entry.last_message_ms),
+            Time(entry.creation_ms), online, entry.unread_count, entry.friendship_status))
+        direct = MyChat.wire(entry, online)
+        assert list(direct.items()) == list(dataclass_wire.items())

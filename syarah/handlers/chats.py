@@ -63,27 +63,9 @@ async def find_all_chat_headers(ctx: Context, e: dto.FindAllChatHeaders):
 
 
 async def get_my_chats(ctx: Context, e: dto.GetMyChats):
-    summaries = await ctx.services.store.chat_summaries(
-        ctx.user.id, individual_only=True, limit=10_000)
-    others = [s.other_user.id for s in summaries if s.other_user]
-    online = await visible_online(ctx, others)
-    out = []
-    for s in summaries:
-        other = s.other_user
-        out.append(MyChat(
-            chat_header_id=s.chat.id,
-            user_id=other.id if other else None,
-            user_name=other.name if other else None,
-            user_avatar=other.avatar if other else None,
-            last_message=s.last_message.message if s.last_message else None,
-            last_message_type=s.last_message.message_type if s.last_message else None,
-            last_message_time=(Time(s.chat.last_message_ms)
-                               if s.chat.last_message_ms is not None else None),
-            creation_time=Time(s.chat.creation_ms),
-            is_online=bool(other and other.id in online),
-            unread_count=s.unread_count,
-            friendship_status=s.friendship_status))
-    return out
+    chats = await ctx.services.store.my_chats(ctx.user.id)
+    online = await visible_online(ctx, [c.user_id for c in chats if c.user_id])
+    return [MyChat.wire(c, c.user_id in online) for c in chats]
 
 
 async def individual_chat(ctx: Context, other_user_id: str) -> types.Chat:

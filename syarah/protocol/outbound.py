@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from syarah import types
 
 
+_EPOCH = datetime(1970, 1, 1)
+
+
 def iso_time(ms: int | None) -> str | None:
     if ms is None:
         return None
-    moment = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    # Whole milliseconds added to a naive epoch: exact, and twice as fast as going
+    # through a float timestamp and strftime (a chat list writes two per chat).
+    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds") + "Z"
 
 
 class Time(int):
@@ -132,6 +136,19 @@ class MyChat:
     is_online: bool
     unread_count: int
     friendship_status: int | None
+
+    @staticmethod
+    def wire(chat: types.MyChatEntry, is_online: bool) -> "Wire":
+        """What ``to_wire`` writes for this chat's MyChat, written without the object
+        in between: one user's list is a thousand of them, and the generic walk over
+        the dataclass fields was most of the time spent building it."""
+        return Wire(
+            chatHeaderId=chat.chat_header_id, userId=chat.user_id, userName=chat.user_name,
+            userAvatar=chat.user_avatar, lastMessage=chat.last_message,
+            lastMessageType=chat.last_message_type,
+            lastMessageTime=iso_time(chat.last_message_ms),
+            creationTime=iso_time(chat.creation_ms), isOnline=is_online,
+            unreadCount=chat.unread_count, friendshipStatus=chat.friendship_status)
 
 
 @dataclass

@@ -118,21 +118,21 @@ class ChatStore:
             out[r[0]].append(types.Member(r[0], types.User(r[1], r[2] or "", r[3]), r[4]))
         return out
 
-    async def count_chats(self, user_id: str, individual_only: bool = False) -> int:
+    async def count_chats(self, user_id: str) -> int:
         row = await self.db.fetchone(
-            "SELECT COUNT(*) FROM chat_members cm"
-            " JOIN chat_headers ch ON ch.id = cm.chat_header_id"
-            " WHERE cm.user_id = ? AND (? = 0 OR ch.is_group = 0)",
-            user_id, 1 if individual_only else 0)
+            "SELECT COUNT(*) FROM chat_members WHERE user_id = ?", user_id)
         return row[0]
 
     async def chat_summaries(self, user_id: str, *, skip: int = 0, limit: int = 50,
-                             individual_only: bool = False,
                              chat_id: int | None = None) -> list[types.ChatSummary]:
         """A user's chats, most recent activity first, each with its last message,
         the other user (individual chats), the friendship status and the unread count.
-        Two queries whatever the number of chats."""
-        found = await self.db.fetchall(
+        One transaction: the list, then the unread counts (one statement per 200
+        chats with something unread)."""
+        return await self.db.run(self._chat_summaries, user_id, skip, limit, chat_id)
+
+    async def _chat_summaries(self, txn, user_id, skip, limit, chat_id):
+        found = await txn.fetchall(
             f"SELECT {CHAT_COLUMNS}, {MESSAGE_COLUMNS},"
             " ou.id, ou.name, ou.avatar, f.status, cm.last_read_message_id"
             " FROM chat_members cm"
@@ -142,10 +142,9 @@ class ChatStore:
             " LEFT JOIN users ou ON ch.is_group = 0 AND ou.id ="
             "   (CASE WHEN ch.user_low = cm.user_id THEN ch.user_high ELSE ch.user_low END)"
             " LEFT JOIN friendships f ON f.user_id = cm.user_id AND f.other_user_id = ou.id"
-            " WHERE cm.user_id = ? AND (? = 0 OR ch.is_group = 0)"
-            " AND (? = 0 OR ch.id = ?)"
+            " WHERE cm.user_id = ? AND (? = 0 OR ch.id = ?)"
             " ORDER BY ch.activity_ms DESC, ch.id DESC LIMIT ? OFFSET ?",
-            user_id, 1 if individual_only else 0, chat_id or 0, chat_id or 0, limit, skip)
+            user_id, chat_id or 0, chat_id or 0, limit, skip)
         summaries = []
         last_read = {}
         for r in found:
@@ -162,10 +161,41 @@ class ChatStore:
         unread_possible = {s.chat.id: last_read[s.chat.id] for s in summaries
                            if (s.chat.last_message_id or 0) > last_read[s.chat.id]}
         if unread_possible:
-            counts = await self.unread_counts(user_id, unread_possible)
+            counts = await self.unread_counts(txn, user_id, unread_possible)
             for s in summaries:
                 s.unread_count = counts.get(s.chat.id, 0)
         return summaries
+
+    async def my_chats(self, user_id: str, limit: int = 10_000) -> list[types.MyChatEntry]:
+        """A user's individual chats as getMyChats lists them, most recent activity
+        first. Only the columns that list shows are read (a user with 1,000 chats reads
+        1,000 rows, and each column of each row is decoded in Python by the MariaDB
+        driver); the unread counts are one more statement per 200 unread chats, in
+        the same transaction (on MariaDB a transaction of one statement costs a
+        COMMIT round trip of its own)."""
+        return await self.db.run(self._my_chats, user_id, limit)
+
+    async def _my_chats(self, txn, user_id, limit):
+        found = await txn.fetchall(
+            "SELECT ch.id, ch.creation_ms, ch.last_message_ms, m.message, m.message_type,"
+            " ou.id, ou.name, ou.avatar, f.status,"
+            # the read marker, where there may be something unread after it
+            " CASE WHEN ch.last_message_id > cm.last_read_message_id"
+            "  THEN cm.last_read_message_id END"
+            " FROM chat_members cm"
+            " JOIN chat_headers ch ON ch.id = cm.chat_header_id"
+            " LEFT JOIN messages m ON m.id = ch.last_message_id"
+            " LEFT JOIN users ou ON ou.id ="
+            "   (CASE WHEN ch.user_low = cm.user_id THEN ch.user_high ELSE ch.user_low END)"
+            " LEFT JOIN friendships f ON f.user_id = cm.user_id AND f.other_user_id = ou.id"
+            " WHERE cm.user_id = ? AND ch.is_group = 0"
+            " ORDER BY ch.activity_ms DESC, ch.id DESC LIMIT ?", user_id, limit)
+        unread_possible = {r[0]: r[9] for r in found if r[9] is not None}
+        counts = await self.unread_counts(txn, user_id, unread_possible)
+        entry = types.MyChatEntry
+        return [entry(r[0], r[1], r[2], r[3], r[4], r[5],
+                      None if r[5] is None else r[6] or "", r[7], r[8], counts.get(r[0], 0))
+                for r in found]
 
     async def chat_summary(self, chat_id: int, user_id: str) -> types.ChatSummary:
         found = await self.chat_summaries(user_id, chat_id=chat_id, limit=1)
@@ -173,20 +203,24 @@ class ChatStore:
             raise NotFound("That chat does not exist.")
         return found[0]
 
-    async def unread_counts(self, user_id: str, last_read: dict[int, int]) -> dict[int, int]:
+    @staticmethod
+    async def unread_counts(txn, user_id: str, last_read: dict[int, int]) -> dict[int, int]:
         """Messages from others after the member's read marker, per chat.
 
         The markers go in as constants, one (chat_header_id, id) range per chat, in
         one statement: with the marker only known through a join, MariaDB walks every
         index entry of each chat (a 500k-message chat: 75 ms) instead of the range
-        after the marker (for 1,000 chats, 34 ms in all)."""
+        after the marker. The index is named: left to choose, MariaDB's optimizer
+        weighs each of the 200 ranges against every index of the table, 7 ms a
+        statement before it reads a row, against 0.7 ms."""
         counts: dict[int, int] = {}
         items = list(last_read.items())
+        index = txn.engine.use_index("ix_messages_chat")
         for start in range(0, len(items), UNREAD_CHATS_PER_QUERY):
             chunk = items[start:start + UNREAD_CHATS_PER_QUERY]
             ranges = " OR ".join("(chat_header_id = ? AND id > ?)" for _ in chunk)
-            found = await self.db.fetchall(
-                f"SELECT chat_header_id, COUNT(*) FROM messages WHERE ({ranges})"
+            found = await txn.fetchall(
+                f"SELECT chat_header_id, COUNT(*) FROM messages{index} WHERE ({ranges})"
                 " AND user_id <> ? GROUP BY chat_header_id",
                 *[v for pair in chunk for v in pair], user_id)
             counts.update((chat_id, n) for chat_id, n in found if n)
