@@ -124,37 +124,48 @@ async def store_batch(txn, batch: list[NewMessage], store) -> list:
         r = batch[i]
         values += (r.chat_id, r.author.id, r.text, r.message_type, r.caption,
                    r.client_message_id, r.now_ms)
-    inserted = await txn.fetchall(engine.insert_or_ignore(
+    inserted = [r[0] for r in await txn.fetchall(engine.insert_or_ignore(
         f"INSERT INTO messages ({_COLUMNS}) VALUES "
         + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(accepted))
-        + " RETURNING id, user_id, client_message_id"), *values)
-    # Ids grow in the order of the VALUES; a skipped row is a clientMessageId
-    # stored before (nothing else can be skipped: every check was made above).
+        + " RETURNING id"), *values)]
+    # Ids grow in the order of the VALUES. A row is skipped only for a
+    # clientMessageId stored before (every other check was made above); which
+    # ones were is read back only then, so the usual batch reads one column.
     inserted.sort()
+    if len(inserted) == len(accepted):
+        ids = dict(zip(accepted, inserted))
+    else:
+        found = await txn.fetchall(
+            f"SELECT id, user_id, client_message_id FROM messages"
+            f" WHERE id IN ({rows.in_list(inserted)})", *inserted) if inserted else []
+        by_key = {(r[1], r[2]): r[0] for r in found}
+        plain = iter(sorted(r[0] for r in found if r[2] is None))
+        ids = {}
+        for i in accepted:
+            r = batch[i]
+            if r.client_message_id is None:
+                ids[i] = next(plain)
+            elif (r.author.id, r.client_message_id) in by_key:
+                ids[i] = by_key[(r.author.id, r.client_message_id)]
     stored: list[int] = []
-    at = 0
     for i in accepted:
         r = batch[i]
-        row = inserted[at] if at < len(inserted) else None
-        if row is not None and row[1] == r.author.id and row[2] == r.client_message_id:
-            at += 1
+        if i in ids:
             outcome[i] = types.Message(
-                id=row[0], chat_header_id=r.chat_id, user_id=r.author.id,
+                id=ids[i], chat_header_id=r.chat_id, user_id=r.author.id,
                 message=r.text, message_type=r.message_type, caption=r.caption,
                 creation_ms=r.now_ms, last_modification_ms=None,
                 client_message_id=r.client_message_id, author=r.author)
             stored.append(i)
-        elif r.client_message_id is not None:
-            existing = await txn.fetchone(
-                f"SELECT {rows.MESSAGE_COLUMNS} FROM messages m"
-                " LEFT JOIN users u ON u.id = m.user_id"
-                " WHERE m.user_id = ? AND m.client_message_id = ?",
-                r.author.id, r.client_message_id)
-            if existing is None:
-                raise RuntimeError("a message insert was skipped for no known reason")
-            outcome[i] = Duplicate(rows.message(existing))
-        else:
+            continue
+        existing = await txn.fetchone(
+            f"SELECT {rows.MESSAGE_COLUMNS} FROM messages m"
+            " LEFT JOIN users u ON u.id = m.user_id"
+            " WHERE m.user_id = ? AND m.client_message_id = ?",
+            r.author.id, r.client_message_id)
+        if existing is None:
             raise RuntimeError("a message insert was skipped for no known reason")
+        outcome[i] = Duplicate(rows.message(existing))
 
     kept = []
     for i in stored:
