@@ -94,6 +94,39 @@ async def test_messages_sent_together_share_a_transaction_and_each_gets_its_own_
         assert await header(store, chat) == (rows[-1][0], len(rows))
 
 
+async def test_two_batches_in_flight_keep_each_chats_order(store):
+    """The second batch begins while the first holds the chat: its messages come
+    after the first's in ids, broadcasts and answers."""
+    store.configure_batches(in_flight=2)
+    ann, bob, cid = await people(store, "Ann", "Bob", "Cid")
+    shared = await store.get_or_create_individual_chat(ann.id, bob.id, NOW)
+    other = await store.get_or_create_individual_chat(bob.id, cid.id, NOW)
+    services, (a, b, c) = contexts(store, ann, bob, cid)
+    answered = []
+
+    async def sent(ctx, chat, text):
+        reply = await send(ctx, chat, text)
+        answered.append(reply["chatMessage"]["message"])
+        return reply
+
+    first = asyncio.ensure_future(sent(a, shared.id, "a0"))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)      # the first batch has begun
+    plan = [(b, shared.id, "b1"), (c, other.id, "c1"), (a, shared.id, "a2"),
+            (b, other.id, "b3")]
+    rest = await asyncio.gather(*[sent(ctx, chat, text) for ctx, chat, text in plan])
+    await first
+    assert store.batcher.batches == 2
+    assert answered[0] == "a0"
+    for chat in (shared.id, other.id):
+        rows = await stored(store, chat)
+        texts = [s[3]["chatMessage"]["message"] for s in services.rooms.sent
+                 if s[1] == chat]
+        assert [r[2] for r in rows] == texts == [t for t in answered if (
+            t in ("a0", "b1", "a2")) == (chat == shared.id)]
+    assert [r["chatMessage"]["message"] for r in rest] == ["b1", "c1", "a2", "b3"]
+
+
 async def block(store, a: User, b: User):
     for x, y in ((a, b), (b, a)):
         await store.db.execute(
@@ -195,6 +228,44 @@ async def test_a_store_that_fails_mid_batch_acknowledges_nothing_it_did_not_keep
     kept = await add(ann, "kept")
     assert [r[2] for r in await stored(store, chat.id)] == ["kept"]
     assert sent == [kept]
+
+
+async def test_a_batch_whose_connection_is_killed_answers_unavailable(store):
+    """MariaDB: the batch's connection is cut while it waits for a chat another
+    writer holds. Nobody is told their message was stored, and none was."""
+    if store.db.engine.name != "mysql":
+        pytest.skip("a connection of a server to kill")
+    ann, bob = await people(store, "Ann", "Bob")
+    chat = await store.get_or_create_individual_chat(ann.id, bob.id, NOW)
+    hold, held, sent = asyncio.Event(), asyncio.Event(), []
+
+    async def holds_the_chat(txn):
+        await txn.execute("UPDATE chat_headers SET name = 'held' WHERE id = ?", chat.id)
+        held.set()
+        await hold.wait()
+
+    holder = asyncio.ensure_future(store.db.run(holds_the_chat))
+    await held.wait()
+    waiting = asyncio.gather(*[store.add_message(
+        chat.id, u, "cut off", 0, None, f"c-{n}", NOW, after_commit=sent.append)
+        for n, u in enumerate((ann, bob, ann))], return_exceptions=True)
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        found = await store.db.fetchall(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE()"
+            " AND INFO LIKE 'SELECT ch.id, cm.user_id%'")
+        if found:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "the batch never began"
+        await asyncio.sleep(0.02)
+    await store.db.execute(f"KILL {int(found[0][0])}")
+    hold.set()
+    await holder
+    results = await waiting
+    assert all(isinstance(r, Unavailable) for r in results), results
+    assert sent == [] and await stored(store, chat.id) == []
+    again = await store.add_message(chat.id, ann, "after", 0, None, "c-0", NOW)
+    assert [r[0] for r in await stored(store, chat.id)] == [again.id]
 
 
 async def one_batch_held_then(store, clock, chat, wait_s: float):

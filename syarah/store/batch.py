@@ -247,6 +247,7 @@ class MessageBatcher:
         # Resolved when the latest batch's callers have all been answered; the next
         # batch answers its own after it, so answers follow the order of commits.
         self._answered: asyncio.Future | None = None
+        self._answering: set[asyncio.Task] = set()
         self.batches = 0
         self.stored = 0
 
@@ -291,22 +292,41 @@ class MessageBatcher:
         before, answered = self._answered, loop.create_future()
         self._answered = answered
         try:
-            try:
-                outcome = await self.store.db.run(store_batch, batch, self.store)
-            except ChatError as exc:
-                # Unavailable (the store is down or slow): nothing of it was stored.
-                outcome = [exc] * len(batch)
-            except Exception as exc:
-                if len(batch) == 1:
-                    log.exception("storing a message failed")
-                    outcome = [exc]
-                else:
-                    # Something in one request fails the whole transaction: each
-                    # alone, so that only that one fails.
-                    outcome = []
-                    for r in batch:
-                        outcome += await self._alone(r)
-            self.batches += 1
+            outcome = await self._store(batch)
+        except BaseException:
+            # Cancelled on the way: whoever waits hears that nothing is sure.
+            for r in batch:
+                _refuse(r, Unavailable())
+            answered.set_result(None)
+            raise
+        self.batches += 1
+        if self._queue:
+            # Others wait: their batch begins now, while this one's broadcasts go out.
+            task = loop.create_task(self._answer(batch, outcome, before, answered))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+        else:
+            await self._answer(batch, outcome, before, answered)
+
+    async def _store(self, batch: list[NewMessage]) -> list:
+        try:
+            return await self.store.db.run(store_batch, batch, self.store)
+        except ChatError as exc:
+            # Unavailable (the store is down or slow): nothing of it was stored.
+            return [exc] * len(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                log.exception("storing a message failed")
+                return [exc]
+            # Something in one request fails the whole transaction: each alone, so
+            # that only that one fails.
+            outcome = []
+            for r in batch:
+                outcome += await self._alone(r)
+            return outcome
+
+    async def _answer(self, batch, outcome, before, answered) -> None:
+        try:
             if before is not None and not before.done():
                 await asyncio.shield(before)
             for r, result in zip(batch, outcome):
@@ -324,7 +344,6 @@ class MessageBatcher:
                     _refuse(r, result)
         finally:
             for r in batch:
-                # Cancelled on the way: whoever still waits hears that nothing is sure.
                 _refuse(r, Unavailable())
             if not answered.done():
                 answered.set_result(None)
