@@ -5,7 +5,7 @@ next message when the last one is stored, for a fixed number of messages.
     PYTHONPATH=. python -m bench.store_writers sqlite [writers] [messages] [k=v ...]
 
 k=v are configure_batches() arguments (max_size, in_flight) where the store has
-them. Prints messages/s, CPU microseconds per message of this process and of
+them; one_trip=0 sends MariaDB's last statement and COMMIT as two round trips. Prints messages/s, CPU microseconds per message of this process and of
 mariadbd (from /proc, so other clients of the same MariaDB count too: watch the
 load), the batches' mean size, and the load average.
 """
@@ -52,6 +52,9 @@ async def main(kind: str, writers: int, messages: int, options: dict) -> dict:
         conn.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
         url, drop = MYSQL_URL.rstrip("/") + "/" + name, name
     store = await open_store(url, pool_size=max(10, writers))
+    if "one_trip" in options:
+        from syarah.store import database
+        database._MysqlTxn.one_trip_commit = bool(options.pop("one_trip"))
     if hasattr(store, "configure_batches") and options:
         store.configure_batches(**options)
     now = int(time.time() * 1000)

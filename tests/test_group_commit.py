@@ -208,7 +208,7 @@ async def test_a_store_that_fails_mid_batch_acknowledges_nothing_it_did_not_keep
     add_pushes_of, sent = store.add_pushes_of, []
 
     async def connection_lost(txn, planned):
-        # After the inserts and the header update, before the COMMIT.
+        # After the inserts, before the header update and the COMMIT.
         raise ConnectionResetError("the database connection was lost")
 
     def add(author, text):

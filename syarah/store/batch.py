@@ -178,11 +178,12 @@ async def store_batch(txn, batch: list[NewMessage], store) -> list:
         else:
             kept.append(i)
     if kept:
-        await _update_headers(txn, [outcome[i] for i in kept])
         pushes = [(outcome[i], batch[i].pushes, batch[i].now_ms)
                   for i in kept if batch[i].pushes]
         if pushes:
             await store.add_pushes_of(txn, pushes)
+        # Last, so that it may go out with the COMMIT.
+        await _update_headers(txn, [outcome[i] for i in kept])
     return _resolve_repeats(outcome, repeats)
 
 
@@ -204,7 +205,7 @@ async def _update_headers(txn, messages: list[types.Message]) -> None:
         count[m.chat_header_id] += 1
     if len(last) == 1:
         (chat_id, m), = last.items()
-        await txn.execute(
+        await txn.execute_last(
             "UPDATE chat_headers SET last_message_id = ?, last_message_ms = ?,"
             " activity_ms = ?, message_count = message_count + ? WHERE id = ?",
             m.id, m.creation_ms, m.creation_ms, count[chat_id], chat_id)
@@ -217,7 +218,7 @@ async def _update_headers(txn, messages: list[types.Message]) -> None:
             args += (chat_id, getattr(last[chat_id], column))
     for chat_id in ids:
         args += (chat_id, count[chat_id])
-    await txn.execute(
+    await txn.execute_last(
         f"UPDATE chat_headers SET last_message_id = CASE id {cases} END,"
         f" last_message_ms = CASE id {cases} END, activity_ms = CASE id {cases} END,"
         f" message_count = message_count + CASE id {cases} END"

@@ -106,6 +106,14 @@ class Transaction:
         rows = await self.fetchall(sql, *args)
         return rows[0] if rows else None
 
+    # Set once the transaction's COMMIT went out with its last statement.
+    committed = False
+
+    async def execute_last(self, sql: str, *args) -> None:
+        """The transaction's last statement: where the engine allows, it goes out
+        with the COMMIT, one round trip for both. Nothing may follow it."""
+        await self.execute(sql, *args)
+
 
 class Database:
     engine: Engine
@@ -360,6 +368,18 @@ class _MysqlTxn(Transaction):
         await cur.execute(self.engine.convert(sql), args)
         return list(await cur.fetchall())
 
+    async def execute_last(self, sql, *args):
+        if not self.one_trip_commit:
+            return await self.execute(sql, *args)
+        # aiomysql's connections accept several statements in one query.
+        cur = self._cursor
+        await cur.execute(self.engine.convert(sql) + "; COMMIT", args)
+        while await cur.nextset():
+            pass
+        self.committed = True
+
+    one_trip_commit = True
+
 
 class MysqlDatabase(Database):
     engine = MysqlEngine()
@@ -450,8 +470,10 @@ class MysqlDatabase(Database):
                 # statement opens the transaction: an explicit BEGIN would only cost
                 # a round trip per transaction.
                 async with conn.cursor() as cur:
-                    result = await fn(_MysqlTxn(self.engine, cur, after), *args)
-                await conn.commit()
+                    txn = _MysqlTxn(self.engine, cur, after)
+                    result = await fn(txn, *args)
+                if not txn.committed:
+                    await conn.commit()
                 return result
             except BaseException as exc:
                 if isinstance(exc, asyncio.CancelledError) or self.engine.is_connection_error(exc):
