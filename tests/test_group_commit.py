@@ -230,6 +230,21 @@ async def test_a_store_that_fails_mid_batch_acknowledges_nothing_it_did_not_keep
     assert sent == [kept]
 
 
+async def hold_the_chat(store, chat_id, hold: asyncio.Event) -> asyncio.Future:
+    """Another writer of the chat, holding it until ``hold`` is set: a batch that
+    comes to it waits (on SQLite for the one writer, on MariaDB for the row)."""
+    held = asyncio.Event()
+
+    async def holds_the_chat(txn):
+        await txn.execute("UPDATE chat_headers SET name = 'held' WHERE id = ?", chat_id)
+        held.set()
+        await hold.wait()
+
+    holder = asyncio.ensure_future(store.db.run(holds_the_chat))
+    await held.wait()
+    return holder
+
+
 async def test_a_batch_whose_connection_is_killed_answers_unavailable(store):
     """MariaDB: the batch's connection is cut while it waits for a chat another
     writer holds. Nobody is told their message was stored, and none was."""
@@ -237,15 +252,8 @@ async def test_a_batch_whose_connection_is_killed_answers_unavailable(store):
         pytest.skip("a connection of a server to kill")
     ann, bob = await people(store, "Ann", "Bob")
     chat = await store.get_or_create_individual_chat(ann.id, bob.id, NOW)
-    hold, held, sent = asyncio.Event(), asyncio.Event(), []
-
-    async def holds_the_chat(txn):
-        await txn.execute("UPDATE chat_headers SET name = 'held' WHERE id = ?", chat.id)
-        held.set()
-        await hold.wait()
-
-    holder = asyncio.ensure_future(store.db.run(holds_the_chat))
-    await held.wait()
+    hold, sent = asyncio.Event(), []
+    holder = await hold_the_chat(store, chat.id, hold)
     waiting = asyncio.gather(*[store.add_message(
         chat.id, u, "cut off", 0, None, f"c-{n}", NOW, after_commit=sent.append)
         for n, u in enumerate((ann, bob, ann))], return_exceptions=True)
@@ -274,15 +282,8 @@ async def one_batch_held_then(store, clock, chat, wait_s: float):
     commits. Returns both outcomes."""
     ann, bob = await people(store, "Ann", "Bob")
     await store.add_members(chat.id, [ann.id, bob.id], NOW)
-    hold, held = asyncio.Event(), asyncio.Event()
-
-    async def holds_the_chat(txn):
-        await txn.execute("UPDATE chat_headers SET name = 'held' WHERE id = ?", chat.id)
-        held.set()
-        await hold.wait()
-
-    holder = asyncio.ensure_future(store.db.run(holds_the_chat))
-    await held.wait()
+    hold = asyncio.Event()
+    holder = await hold_the_chat(store, chat.id, hold)
     first = asyncio.ensure_future(store.add_message(chat.id, ann, "began in time", 0,
                                                     None, None, NOW))
     await asyncio.sleep(0)
