@@ -5,7 +5,8 @@ next message when the last one is stored, for a fixed number of messages.
     PYTHONPATH=. python -m bench.store_writers sqlite [writers] [messages] [k=v ...]
 
 k=v are configure_batches() arguments (max_size, in_flight) where the store has
-them; one_trip=0 sends MariaDB's last statement and COMMIT as two round trips. Prints messages/s, CPU microseconds per message of this process and of
+them; one_trip=0 sends MariaDB's last statement and COMMIT as two round trips;
+readers=N adds N tasks reading message pages meanwhile (reads/s and their p99). Prints messages/s, CPU microseconds per message of this process and of
 mariadbd (from /proc, so other clients of the same MariaDB count too: watch the
 load), the batches' mean size, and the load average.
 """
@@ -52,6 +53,8 @@ async def main(kind: str, writers: int, messages: int, options: dict) -> dict:
         conn.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
         url, drop = MYSQL_URL.rstrip("/") + "/" + name, name
     store = await open_store(url, pool_size=max(10, writers))
+    shown = dict(options)
+    readers = options.pop("readers", 0)
     if "one_trip" in options:
         from syarah.store import database
         database._MysqlTxn.one_trip_commit = bool(options.pop("one_trip"))
@@ -81,20 +84,34 @@ async def main(kind: str, writers: int, messages: int, options: dict) -> dict:
     await asyncio.gather(*[store.add_message(chats[n // 2].id, users[n], "warm", 0, None,
                                              None, now) for n in range(writers)])
     batches0 = getattr(getattr(store, "batcher", None), "batches", 0)
+    writing, reads = True, []
+
+    async def reader(n: int):
+        while writing:
+            began = time.monotonic()
+            await store.message_page(chats[n % len(chats)].id, None, 0, 20)
+            reads.append(time.monotonic() - began)
+
+    reading = [asyncio.ensure_future(reader(n)) for n in range(readers)]
     cpu0, mcpu0, t0 = cpu_seconds(), cpu_seconds(mdb) if mdb else 0.0, time.monotonic()
     await asyncio.gather(*[writer(n) for n in range(writers)])
     t1, cpu1, mcpu1 = time.monotonic(), cpu_seconds(), cpu_seconds(mdb) if mdb else 0.0
+    writing = False
+    await asyncio.gather(*reading)
+    reads.sort()
     batches = getattr(getattr(store, "batcher", None), "batches", 0) - batches0
     await store.close()
     if drop:
         conn.cursor().execute(f"DROP DATABASE {drop}")
     done = per * writers
     return {
-        "store": kind, "writers": writers, "messages": done, **options,
+        "store": kind, "writers": writers, "messages": done, **shown,
         "msg_per_s": round(done / (t1 - t0)),
         "py_us_per_msg": round((cpu1 - cpu0) / done * 1e6),
         "mariadb_us_per_msg": round((mcpu1 - mcpu0) / done * 1e6) if mdb else None,
         "mean_batch": round(done / batches, 1) if batches else None,
+        **({"reads_per_s": round(len(reads) / (t1 - t0)),
+            "read_p99_ms": round(reads[int(len(reads) * 0.99)] * 1000, 2)} if reads else {}),
         "load": os.getloadavg()[0],
     }
 
