@@ -6,9 +6,10 @@ next message when the last one is stored, for a fixed number of messages.
 
 k=v are configure_batches() arguments (max_size, in_flight) where the store has
 them; one_trip=0 sends MariaDB's last statement and COMMIT as two round trips;
-readers=N adds N tasks reading message pages meanwhile (reads/s and their p99). Prints messages/s, CPU microseconds per message of this process and of
-mariadbd (from /proc, so other clients of the same MariaDB count too: watch the
-load), the batches' mean size, and the load average.
+readers=N adds N tasks reading message pages meanwhile (reads/s and their p99).
+Prints messages/s, CPU microseconds per message of this process and of mariadbd
+(from /proc, so other clients of the same MariaDB count too: watch the load), the
+batches' mean size, and the load average.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ _DEFS = [
     ("migrate_on_start", True, bool, "apply schema migrations when the server starts"),
     # New messages that arrive while one batch is being stored share the next
     # transaction and its COMMIT (group commit).
-    ("message_batch_size", 64, int, "most new messages stored in one transaction"),
+    ("message_batch_size", 64, int, "most new messages stored in one transaction (up to 1000)"),
     ("message_batches_in_flight", 1, int,
      "message transactions one process runs at once on MariaDB (SQLite: always 1)"),
     ("busy_after_ms", 2000, int,

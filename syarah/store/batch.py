@@ -37,6 +37,7 @@ from syarah.types import FriendshipStatus
 log = logging.getLogger(__name__)
 
 BUSY = "The server is busy; try again in a moment."
+MAX_SIZE = 1000
 
 
 class Refused(Exception):
@@ -136,7 +137,7 @@ async def store_batch(txn, batch: list[NewMessage], store) -> list:
         ids = dict(zip(accepted, inserted))
     else:
         found = await txn.fetchall(
-            f"SELECT id, user_id, client_message_id FROM messages"
+            "SELECT id, user_id, client_message_id FROM messages"
             f" WHERE id IN ({rows.in_list(inserted)})", *inserted) if inserted else []
         by_key = {(r[1], r[2]): r[0] for r in found}
         plain = iter(sorted(r[0] for r in found if r[2] is None))
@@ -239,7 +240,8 @@ class MessageBatcher:
     def __init__(self, store, *, max_size: int = 64, in_flight: int = 1,
                  busy_after_ms: int = 2000, clock=SYSTEM):
         self.store = store
-        self.max_size = max(1, max_size)
+        # Each message is 7 parameters of one INSERT: well below SQLite's limit.
+        self.max_size = min(max(1, max_size), MAX_SIZE)
         self.in_flight = max(1, in_flight)
         self.busy_after_ms = max(0, busy_after_ms)
         self.clock = clock
