@@ -16,9 +16,10 @@ upload carried is counted; every chat's header is updated once; the push outbox 
 are added. Refusals and retries never fail the others in their batch.
 
 After the COMMIT each caller's ``after_commit`` runs (the broadcast), in arrival
-order and after those of the batch before, and only then does its caller get the
-message: no acknowledgement for anything not stored, and per chat the ids, the
-broadcasts and the acknowledgements all follow the order of arrival.
+order within its chat (chats side by side) and after those of the batch before, and
+only then does its caller get the message: no acknowledgement for anything not
+stored, and per chat the ids, the broadcasts and the acknowledgements all follow the
+order of arrival.
 """
 
 from __future__ import annotations
@@ -332,24 +333,37 @@ class MessageBatcher:
         try:
             if before is not None and not before.done():
                 await asyncio.shield(before)
+            by_chat: dict[int, list] = {}
             for r, result in zip(batch, outcome):
                 if isinstance(result, types.Message):
-                    self.stored += 1
-                    if r.after_commit is not None:
-                        try:
-                            done = r.after_commit(result)
-                            if asyncio.iscoroutine(done):
-                                await done
-                        except Exception:
-                            log.exception("work queued after a message's commit failed")
-                    _answer(r, result)
+                    by_chat.setdefault(r.chat_id, []).append((r, result))
                 else:
                     _refuse(r, result)
+            if len(by_chat) == 1:
+                (done,) = by_chat.values()
+                await self._announce(done)
+            elif by_chat:
+                # The order holds within a chat; chats need not wait for each other
+                # (a broadcast may be a round trip to Redis).
+                await asyncio.gather(*[self._announce(done) for done in by_chat.values()])
         finally:
             for r in batch:
                 _refuse(r, Unavailable())
             if not answered.done():
                 answered.set_result(None)
+
+    async def _announce(self, done: list) -> None:
+        """One chat's stored messages: each one's after_commit, then its answer."""
+        for r, message in done:
+            self.stored += 1
+            if r.after_commit is not None:
+                try:
+                    ran = r.after_commit(message)
+                    if asyncio.iscoroutine(ran):
+                        await ran
+                except Exception:
+                    log.exception("work queued after a message's commit failed")
+            _answer(r, message)
 
     async def _alone(self, r: NewMessage) -> list:
         try:
