@@ -28,6 +28,15 @@ _DEFS = [
     ("db_timeout", 5.0, float,
      "seconds a database call may take before the event answers UNAVAILABLE"),
     ("migrate_on_start", True, bool, "apply schema migrations when the server starts"),
+    # New messages that arrive while one batch is being stored share the next
+    # transaction and its COMMIT (group commit).
+    ("message_batch_size", 64, int, "most new messages stored in one transaction (up to 1000)"),
+    ("message_batches_in_flight", 1, int,
+     "message transactions one process runs at once on MariaDB (SQLite: always 1)"),
+    ("busy_after_ms", 2000, int,
+     "a new message that waited this many milliseconds for its transaction to begin "
+     "is answered UNAVAILABLE and not stored, so that an overloaded node answers at "
+     "once instead of queueing without bound (0: wait without limit)"),
     ("database_ssl_ca", "", str,
      "PEM CA bundle to verify MariaDB's certificate; any database_ssl_* turns TLS on"),
     ("database_ssl_cert", "", str, "PEM client certificate for MariaDB (with the key)"),
@@ -190,6 +199,9 @@ class Settings:
     db_pool_size: int
     db_timeout: float
     migrate_on_start: bool
+    message_batch_size: int
+    message_batches_in_flight: int
+    busy_after_ms: int
     database_ssl_ca: str
     database_ssl_cert: str
     database_ssl_key: str

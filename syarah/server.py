@@ -74,6 +74,9 @@ class Node:
         self.store = await open_store(
             s.effective_database_url, pool_size=s.db_pool_size, timeout=s.db_timeout,
             run_migrations=s.migrate_on_start, ssl=settings_tls(s))
+        self.store.configure_batches(max_size=s.message_batch_size,
+                                     in_flight=s.message_batches_in_flight,
+                                     busy_after_ms=s.busy_after_ms)
         self.presence, manager = await self._scale_out()
         sio = make_socketio(s, manager)
         registry = SocketRegistry(s.jwt_leeway)

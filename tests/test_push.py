@@ -690,11 +690,11 @@ async def test_a_message_decides_its_pushes_outside_its_transaction_and_counts_t
             stored = await store.get_message(data["chatMessage"]["id"])
             sent.append((event, stored is not None))
 
-    async def loses_a_deadlock_once(txn, message, targets, now_ms):
-        written.append(len(targets))
+    async def loses_a_deadlock_once(txn, planned):
+        written.append(sum(len(targets) for _, targets, _ in planned))
         if len(written) == 1:
             raise deadlock(db)
-        await PushStore.add_pushes(txn, message, targets, now_ms)
+        await PushStore.add_pushes_of(txn, planned)
 
     try:
         now = int(time.time() * 1000)
@@ -708,7 +708,7 @@ async def test_a_message_decides_its_pushes_outside_its_transaction_and_counts_t
         await presence.add_socket(eve.id, "sid-eve")
         await presence.set_viewing(eve.id, "sid-eve", group.id)
         service = PushService(store, presence, fcm=None)
-        store.add_pushes = loses_a_deadlock_once
+        store.add_pushes_of = loses_a_deadlock_once
         ctx = Context(Services(store=store, presence=presence, verifier=None,
                                rooms=Rooms(), users=None, settings=None, push=service),
                       ann)

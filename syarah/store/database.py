@@ -106,6 +106,14 @@ class Transaction:
         rows = await self.fetchall(sql, *args)
         return rows[0] if rows else None
 
+    # Set once the transaction's COMMIT went out with its last statement.
+    committed = False
+
+    async def execute_last(self, sql: str, *args) -> None:
+        """The transaction's last statement: where the engine allows, it goes out
+        with the COMMIT, one round trip for both. Nothing may follow it."""
+        await self.execute(sql, *args)
+
 
 class Database:
     engine: Engine
@@ -170,17 +178,22 @@ class Database:
             await run_after_commit(after)
             return result
 
+    async def read(self, fn, *args):
+        """Like run, for a transaction that only reads: where the engine allows,
+        it runs beside the writes instead of waiting for them."""
+        return await self.run(fn, *args)
+
     # One-statement conveniences, each its own transaction.
 
     async def fetchall(self, sql: str, *args) -> list[tuple]:
         async def q(txn):
             return await txn.fetchall(sql, *args)
-        return await self.run(q)
+        return await self.read(q)
 
     async def fetchone(self, sql: str, *args) -> tuple | None:
         async def q(txn):
             return await txn.fetchone(sql, *args)
-        return await self.run(q)
+        return await self.read(q)
 
     async def execute(self, sql: str, *args) -> Result:
         async def q(txn):
@@ -224,21 +237,32 @@ class _SqliteTxn(Transaction):
         await self._cursor.executemany(self.engine.convert(sql), rows)
 
     async def fetchall(self, sql, *args):
-        cur = await self._cursor.execute(self.engine.convert(sql), args)
-        return list(await cur.fetchall())
+        # One trip to the connection's thread instead of two (execute, fetchall).
+        return list(await self._cursor.execute_fetchall(self.engine.convert(sql), args))
 
 
 class SqliteDatabase(Database):
-    """The embedded default. SQLite has one writer at a time, so transactions are
-    serialised here rather than left to fail with 'database is locked'."""
+    """The embedded default. SQLite has one writer at a time, so transactions that
+    write are serialised here, on one connection, rather than left to fail with
+    'database is locked' (new messages are batched into them, see batch.py).
+
+    The file is in WAL mode, so reads run on connections of their own beside the
+    writer and see what was committed when they began, never waiting for a write.
+    synchronous=NORMAL: a COMMIT reaches the WAL file but is synced to the disk only
+    at a checkpoint, so a crash of the process loses nothing committed, a power loss
+    may lose the last transactions committed before it.
+    """
 
     engine = SqliteEngine()
+    READERS = 2
 
     def __init__(self, path: str, timeout: float):
         super().__init__(timeout)
         self.path = path
         self._conn = None
         self._lock = asyncio.Lock()
+        self._readers: asyncio.Queue | None = None
+        self._reader_conns: list = []
 
     async def open(self):
         import aiosqlite
@@ -251,11 +275,44 @@ class SqliteDatabase(Database):
         for pragma in ("PRAGMA busy_timeout=5000", "PRAGMA journal_mode=WAL",
                        "PRAGMA foreign_keys=ON", "PRAGMA synchronous=NORMAL"):
             await self._conn.execute(pragma)
+        if self.path == ":memory:":
+            return   # a memory database is the one connection's own
+        self._readers = asyncio.Queue()
+        for _ in range(self.READERS):
+            conn = await aiosqlite.connect(self.path, isolation_level=None)
+            self._reader_conns.append(conn)
+            for pragma in ("PRAGMA busy_timeout=5000", "PRAGMA query_only=ON"):
+                await conn.execute(pragma)
+            self._readers.put_nowait(conn)
 
     async def close(self):
+        readers, self._reader_conns, self._readers = self._reader_conns, [], None
+        for conn in readers:
+            await conn.close()
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+
+    async def read(self, fn, *args):
+        if self._readers is None:
+            return await self.run(fn, *args)
+        readers = self._readers
+        try:
+            return await _within(self._read_once(readers, fn, args), self.timeout)
+        except asyncio.TimeoutError:
+            raise Unavailable("The chat store did not answer in time; try again.")
+
+    async def _read_once(self, readers: asyncio.Queue, fn, args):
+        conn = await readers.get()
+        try:
+            # One snapshot for every statement of fn.
+            await conn.execute("BEGIN")
+            try:
+                return await fn(_SqliteTxn(self.engine, conn, []), *args)
+            finally:
+                await conn.execute("COMMIT")
+        finally:
+            readers.put_nowait(conn)
 
     async def run_exclusive(self, fn, *args, name: str, wait: float):
         import sqlite3
@@ -310,6 +367,18 @@ class _MysqlTxn(Transaction):
         cur = self._cursor
         await cur.execute(self.engine.convert(sql), args)
         return list(await cur.fetchall())
+
+    async def execute_last(self, sql, *args):
+        if not self.one_trip_commit:
+            return await self.execute(sql, *args)
+        # aiomysql's connections accept several statements in one query.
+        cur = self._cursor
+        await cur.execute(self.engine.convert(sql) + "; COMMIT", args)
+        while await cur.nextset():
+            pass
+        self.committed = True
+
+    one_trip_commit = True
 
 
 class MysqlDatabase(Database):
@@ -401,8 +470,10 @@ class MysqlDatabase(Database):
                 # statement opens the transaction: an explicit BEGIN would only cost
                 # a round trip per transaction.
                 async with conn.cursor() as cur:
-                    result = await fn(_MysqlTxn(self.engine, cur, after), *args)
-                await conn.commit()
+                    txn = _MysqlTxn(self.engine, cur, after)
+                    result = await fn(txn, *args)
+                if not txn.committed:
+                    await conn.commit()
                 return result
             except BaseException as exc:
                 if isinstance(exc, asyncio.CancelledError) or self.engine.is_connection_error(exc):

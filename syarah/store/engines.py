@@ -41,6 +41,10 @@ class Engine:
     # before this one's change. Empty where one writer at a time is the rule.
     for_update = ""
 
+    # Whether transactions of one process may write side by side (else one writer
+    # at a time, however many are started).
+    concurrent_writers = True
+
     # How a transaction that must run alone across every process starts, and the
     # named lock (with its release) that keeps other processes out meanwhile: None
     # where the transaction's own BEGIN is that lock.
@@ -70,6 +74,8 @@ class SqliteEngine(Engine):
         "text": "TEXT",
         "bool": "INTEGER",
     }
+
+    concurrent_writers = False
 
     # EXCLUSIVE (not IMMEDIATE) so no other connection, in any process, writes
     # until it commits: DDL and the version that records it commit together.

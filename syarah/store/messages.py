@@ -1,25 +1,13 @@
 from __future__ import annotations
 
 from syarah import types
+from syarah.clock import SYSTEM
 from syarah.store import rows, sync
+from syarah.store.batch import Duplicate, MessageBatcher, NewMessage, Refused
 from syarah.store.rows import MESSAGE_COLUMNS, MESSAGE_WIDTH
-from syarah.types import FriendshipStatus, MessageType
+from syarah.types import MessageType
 
 _SELECT = f"SELECT {MESSAGE_COLUMNS} FROM messages m LEFT JOIN users u ON u.id = m.user_id"
-
-
-class Refused(Exception):
-    """Nothing was written; ``reason`` names the fact that stopped it, for the handler
-    to explain: ``no_chat``, ``not_member``, ``blocked``, ``no_message`` (not in that
-    chat, or gone), ``upload_gone`` (not the author's upload, or swept meanwhile)."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-class _NotInserted(Exception):
-    """The insert's conditions failed; which one is looked up afterwards."""
 
 
 def _paged(engine) -> str:
@@ -28,92 +16,40 @@ def _paged(engine) -> str:
             " LEFT JOIN users u ON u.id = m.user_id")
 
 
-class Duplicate(Exception):
-    """The author already sent a message with this clientMessageId."""
-
-    def __init__(self, existing: types.Message):
-        self.existing = existing
-
-
 class MessageStore:
     db = None
+
+    batcher: MessageBatcher | None = None
+
+    def configure_batches(self, *, max_size: int = 64, in_flight: int = 1,
+                          busy_after_ms: int = 2000, clock=SYSTEM) -> None:
+        """How new messages are grouped into transactions (see syarah.store.batch)."""
+        if not self.db.engine.concurrent_writers:
+            in_flight = 1
+        self.batcher = MessageBatcher(self, max_size=max_size, in_flight=in_flight,
+                                      busy_after_ms=busy_after_ms, clock=clock)
 
     async def add_message(self, chat_id: int, author: types.User, text: str,
                           message_type: int, caption: str | None,
                           client_message_id: str | None, now_ms: int, *,
                           upload: str | None = None, pushes=(),
                           after_commit=None) -> types.Message:
-        """Store a message and make it the chat's last message, in one transaction.
+        """Store a message and make it the chat's last message, committed together
+        with the other messages that arrive meanwhile (syarah.store.batch).
 
-        The insert only happens when the author is a member and the individual chat is
-        not blocked (else Refused), so the message path needs no separate membership
-        query. In the same transaction: ``upload``, the author's upload the message
-        carries, counts one message more (Refused ``upload_gone`` when it cannot), and
-        the ``(user_id, token)`` rows of ``pushes`` join the push outbox.
-        ``after_commit(message)`` runs once the message is committed. Raises Duplicate
-        for a repeated clientMessageId.
+        Stored only when the author is a member and the individual chat is not
+        blocked (else Refused). In the same transaction: ``upload``, the author's
+        upload the message carries, counts one message more (Refused ``upload_gone``
+        when it cannot), and the ``(user_id, token)`` rows of ``pushes`` join the push
+        outbox. ``after_commit(message)`` runs once the message is committed, before
+        this returns. Raises Duplicate for a repeated clientMessageId, and
+        Unavailable, with nothing stored, when the store is down or too busy.
         """
-        engine = self.db.engine
-
-        async def txn_fn(txn):
-            # The chat's row is locked first: concurrent senders to one chat then
-            # queue here instead of each taking a shared lock through the insert's
-            # checks and deadlocking on the header update that follows.
-            locked = await txn.execute(
-                "UPDATE chat_headers SET last_message_ms = ?, activity_ms = ?,"
-                " message_count = message_count + 1 WHERE id = ?", now_ms, now_ms, chat_id)
-            if locked.rowcount == 0:
-                raise Refused("no_chat")
-            result = await txn.execute(
-                "INSERT INTO messages (chat_header_id, user_id, message, message_type,"
-                " caption, client_message_id, creation_ms)"
-                " SELECT ?, ?, ?, ?, ?, ?, ? FROM chat_members cm"
-                " WHERE cm.chat_header_id = ? AND cm.user_id = ?"
-                " AND NOT EXISTS (SELECT 1 FROM chat_headers ch JOIN friendships f"
-                "   ON f.user_id = ch.user_low AND f.other_user_id = ch.user_high"
-                "   WHERE ch.id = cm.chat_header_id AND f.status = ?)",
-                chat_id, author.id, text, message_type, caption, client_message_id,
-                now_ms, chat_id, author.id, int(FriendshipStatus.BLOCKED))
-            if result.rowcount == 0:
-                raise _NotInserted()   # rolls the header update back
-            message = types.Message(
-                id=result.lastrowid, chat_header_id=chat_id, user_id=author.id,
-                message=text, message_type=message_type, caption=caption,
-                creation_ms=now_ms, last_modification_ms=None,
-                client_message_id=client_message_id, author=author)
-            await txn.execute(
-                "UPDATE chat_headers SET last_message_id = ? WHERE id = ?",
-                message.id, chat_id)
-            if upload is not None and not await self.use_upload(
-                    txn, upload, author.id, now_ms):
-                raise Refused("upload_gone")
-            await self.add_pushes(txn, message, pushes, now_ms)
-            if after_commit is not None:
-                txn.call_after(after_commit, message)
-            return message
-
-        try:
-            return await self.db.run(txn_fn)
-        except _NotInserted:
-            raise Refused(await self._why_not_inserted(chat_id, author.id)) from None
-        except Exception as exc:
-            if client_message_id is not None and engine.is_unique_violation(exc):
-                existing = await self.get_message_by_client_id(author.id, client_message_id)
-                if existing is not None:
-                    raise Duplicate(existing) from None
-            raise
-
-    async def _why_not_inserted(self, chat_id: int, user_id: str) -> str:
-        row = await self.db.fetchone(
-            "SELECT ch.id, cm.user_id, f.status FROM chat_headers ch"
-            " LEFT JOIN chat_members cm ON cm.chat_header_id = ch.id AND cm.user_id = ?"
-            " LEFT JOIN friendships f ON f.user_id = ch.user_low"
-            "  AND f.other_user_id = ch.user_high WHERE ch.id = ?", user_id, chat_id)
-        if row is None:
-            return "no_chat"
-        if row[1] is None:
-            return "not_member"
-        return "blocked"
+        if self.batcher is None:
+            self.configure_batches()
+        return await self.batcher.add(NewMessage(
+            chat_id, author, text, message_type, caption, client_message_id, now_ms,
+            upload=upload, pushes=pushes, after_commit=after_commit))
 
     async def get_message(self, message_id: int) -> types.Message | None:
         row = await self.db.fetchone(_SELECT + " WHERE m.id = ?", message_id)
@@ -137,7 +73,7 @@ class MessageStore:
             total = await txn.fetchone(
                 "SELECT message_count FROM chat_headers WHERE id = ?", chat_id)
             return [rows.message(r) for r in found], (total[0] if total else 0)
-        return await self.db.run(txn_fn)
+        return await self.db.read(txn_fn)
 
     async def update_message(self, message_id: int, chat_id: int, user_id: str,
                              text: str, caption: str | None, now_ms: int, decide,

@@ -103,12 +103,19 @@ class PushStore:
     async def add_pushes(txn, message: types.Message, targets, now_ms: int) -> None:
         """Inside the message's transaction: one outbox row per (user, token) in
         ``targets``."""
-        if targets:
+        await PushStore.add_pushes_of(txn, [(message, targets, now_ms)])
+
+    @staticmethod
+    async def add_pushes_of(txn, planned) -> None:
+        """The same for several messages stored together: ``planned`` holds
+        (message, targets, now_ms); one statement for all of their rows."""
+        found = [(message.id, message.chat_header_id, user_id, token, now_ms, now_ms)
+                 for message, targets, now_ms in planned for user_id, token in targets]
+        if found:
             await txn.executemany(
                 "INSERT INTO push_outbox (message_id, chat_header_id, user_id, token,"
                 f" status, attempts, due_ms, creation_ms) VALUES (?, ?, ?, ?, {PENDING}, 0, ?, ?)",
-                [(message.id, message.chat_header_id, user_id, token, now_ms, now_ms)
-                 for user_id, token in targets])
+                found)
 
     # The worker's side
 
