@@ -27,6 +27,7 @@ from syarah.retention import DeletionPruner
 from syarah.store import open_store
 from syarah.store.database import settings_tls
 from syarah.transport import compat
+from syarah.transport.channels import RoomChannels, pick_mode
 from syarah.transport.namespace import ChatNamespace
 from syarah.transport.registry import SocketRegistry
 from syarah.transport.rooms import Rooms
@@ -66,6 +67,7 @@ class Node:
         self.namespace = None
         self.media = None
         self.metrics_http = None
+        self.manager = None
         self.stopping = asyncio.Event()
 
     async def start(self):
@@ -76,6 +78,10 @@ class Node:
             run_migrations=s.migrate_on_start, ssl=settings_tls(s))
         self.presence, manager = await self._scale_out()
         sio = make_socketio(s, manager)
+        if isinstance(manager, RoomChannels):
+            # Subscribed before the first connection, not at its first request.
+            manager.initialize()
+        self.manager = manager
         registry = SocketRegistry(s.jwt_leeway)
         services = Services(
             store=self.store, presence=self.presence, verifier=verifier,
@@ -142,9 +148,18 @@ class Node:
         presence = RedisPresence(self.redis, prefix=s.redis_prefix, ttl=s.presence_ttl,
                                  link=link)
         await presence.start()
-        manager = compat.RedisManager(self.redis, s.redis_url,
-                               channel=f"{s.redis_prefix}:socketio", link=link)
-        log.info("scale-out through Redis as node %s", presence.node_id)
+        if s.redis_manager == "broadcast":
+            manager = compat.RedisManager(self.redis, s.redis_url,
+                                          channel=f"{s.redis_prefix}:socketio", link=link)
+            how = "one channel for every room"
+        elif s.redis_manager == "rooms":
+            mode = await pick_mode(self.redis, s.redis_pubsub)
+            manager = RoomChannels(self.redis, link, prefix=s.redis_prefix, mode=mode)
+            how = f"a {mode} channel per room"
+        else:
+            raise ValueError(f"redis_manager must be rooms or broadcast, not "
+                             f"{s.redis_manager!r}")
+        log.info("scale-out through Redis as node %s (%s)", presence.node_id, how)
         return presence, manager
 
     async def stop(self):
@@ -181,6 +196,8 @@ class Node:
             await self._step("closing HTTP connections",
                              self.http.close_all_connections(), left())
         if getattr(self, "redis", None) is not None:
+            if isinstance(self.manager, RoomChannels):
+                await self._step("leaving the room channels", self.manager.stop(), left())
             await self._step("leaving the deployment", self.presence.stop(), left())
             await self.redis.aclose()
         if self.media is not None:
