@@ -191,6 +191,12 @@ async def test_a_crashed_nodes_users_are_announced_offline_once(nodes, clients):
         assert watcher.received("clientStatus")[1:] == [
             {"userId": ann.id, "clientType": "unknown", "activeNow": False}]
     assert not await sees_online(b, ann.id)
+    # The two nodes left go on carrying each other's rooms.
+    chat_id = (await b.call("joinRoom", {"otherUserId": cat.id}))["chatHeaderId"]
+    assert (await c.call("joinRoom", {"chatHeaderId": chat_id}))["joined"] is True
+    sent = await b.call("createMessage", {"chatHeaderId": chat_id, "message": "still here"})
+    (got,) = await c.wait_for("message")
+    assert got["chatMessage"]["id"] == sent["chatMessage"]["id"]
 
 
 async def test_a_removed_member_stops_hearing_the_group_on_every_node(nodes, clients):

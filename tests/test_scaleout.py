@@ -38,8 +38,14 @@ def deployment(make_server):
     cleanup()
 
 
-async def test_a_message_sent_on_one_node_reaches_the_room_on_another(deployment, clients):
-    one, two = deployment(), deployment()
+# A channel per room, sharded or plain, and python-socketio's one channel for all.
+MANAGERS = ["--redis-pubsub=sharded", "--redis-pubsub=plain", "--redis-manager=broadcast"]
+
+
+@pytest.mark.parametrize("manager", MANAGERS)
+async def test_a_message_sent_on_one_node_reaches_the_room_on_another(deployment, clients,
+                                                                      manager):
+    one, two = deployment(manager), deployment(manager)
     ann, bob = User(one, "Ann"), User(two, "Bob")
     await register(ann, bob)
     a, b = await clients(ann), await clients(bob)

@@ -290,19 +290,17 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
         """Keep the node subscribed to what its rooms call for, and hand what is
         heard on to its sockets; after a lost connection, start over every second."""
         while True:
+            tasks = []
             try:
                 await self._connect()
-                reader = asyncio.ensure_future(self._read())
-                writer = asyncio.ensure_future(self._keep_subscribed())
-                done, _ = await asyncio.wait({reader, writer},
-                                             return_when=asyncio.FIRST_COMPLETED)
-                for task in (reader, writer):
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
+                tasks = [asyncio.ensure_future(self._read()),
+                         asyncio.ensure_future(self._keep_subscribed())]
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                await _end(tasks)
                 for task in done:
                     task.result()
             except asyncio.CancelledError:
+                await _end(tasks)
                 await self._disconnect()
                 raise
             except REDIS_TROUBLE as exc:
@@ -452,6 +450,14 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
             result = callback(*message["args"])
             if asyncio.iscoroutine(result):
                 await result
+
+
+async def _end(tasks) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(BaseException):
+            await task
 
 
 def _wire(encoded: list) -> list:
