@@ -438,7 +438,8 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
             async def answer(*args):
                 await self._publish(f"{self.prefix}:node:{node}",
                                     {"m": "callback", "key": key, "args": list(args)})
-            await socketio.AsyncManager.emit(self, message["event"], data, namespace,
+            event = message["event"]
+            await socketio.AsyncManager.emit(self, event, data, namespace,
                                              room=rooms[at], callback=answer)
             return
         await self.deliver(namespace, rooms[at], message.get("skip"),
