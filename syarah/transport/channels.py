@@ -392,6 +392,8 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
     # -- what other nodes send -----------------------------------------------------
 
     async def _heard(self, data) -> None:
+        if isinstance(data, str):
+            data = data.encode()    # a client made with decode_responses
         if data.startswith(self._own):
             self.skipped += 1
             return
