@@ -184,16 +184,20 @@ def part_c(redis, database_url, manager, count, rates, seconds, users) -> list[d
     return rows
 
 
-def capacity(c_own: float, c_recv_old: float, c_recv: float, c_ign: float,
-             nodes: int) -> tuple[int, int]:
+def capacity(c_same: float, c_send: float, c_recv_old: float, c_recv: float,
+             c_ign: float, nodes: int) -> tuple[int, int]:
     """msg/s a deployment of ``nodes`` one-core nodes holds at full CPU, two-member
-    rooms with members placed at random (old manager, new manager)."""
+    rooms whose members sit on random nodes (old manager, new manager). Per message
+    sent anywhere, each node's share: its own messages (1/N of them; the receiver here
+    with probability 1/N, c_same, else c_send), the messages of others for its sockets
+    (c_recv), and with the old manager the messages of others it hears for nothing
+    (c_ign)."""
     n = nodes
-    remote = (n - 1) / n ** 2          # per message sent anywhere, delivered here from afar
-    ignored = ((n - 1) / n) ** 2       # heard here, for no socket here (old manager)
-    own = 1 / n
-    old = 1e6 / (own * c_own + remote * c_recv_old + ignored * c_ign)
-    new = 1e6 / (own * c_own + remote * c_recv)
+    own = (c_same + (n - 1) * c_send) / n ** 2
+    remote = (n - 1) / n ** 2
+    ignored = ((n - 1) / n) ** 2
+    old = 1e6 / (own + remote * c_recv_old + ignored * c_ign)
+    new = 1e6 / (own + remote * c_recv)
     return round(old), round(new)
 
 
@@ -317,11 +321,12 @@ def main(argv=None) -> int:
         model[f"received cross-node message, delivered ({manager})"] = r["two_us"]
     capacities = []
     if by and "rooms" in cross:
-        c_own = by["rooms"]["one_us"]
+        c_same = by["rooms"]["one_us"]
+        c_send = cross["rooms"]["one_us"]
         c_recv = cross["rooms"]["two_us"]
         c_recv_old = cross.get("broadcast", cross["rooms"])["two_us"]
         c_ign = by["broadcast"]["two_us"]
-        capacities = [(n, *capacity(c_own, c_recv_old, c_recv, c_ign, n))
+        capacities = [(n, *capacity(c_same, c_send, c_recv_old, c_recv, c_ign, n))
                       for n in (1, 2, 4, 8, 16)]
     info = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "cpus": os.cpu_count(), "redis": redis_version, "rate": args.rate,
