@@ -27,7 +27,7 @@ from syarah.retention import DeletionPruner
 from syarah.store import open_store
 from syarah.store.database import settings_tls
 from syarah.transport import compat
-from syarah.transport.channels import RoomChannels, pick_mode
+from syarah.transport.channels import RoomChannels, check_settings, pick_mode
 from syarah.transport.namespace import ChatNamespace
 from syarah.transport.registry import SocketRegistry
 from syarah.transport.rooms import Rooms
@@ -73,6 +73,8 @@ class Node:
     async def start(self):
         s = self.settings
         verifier = make_verifier(s)
+        if s.redis_url:
+            check_settings(s.redis_manager, s.redis_pubsub)
         self.store = await open_store(
             s.effective_database_url, pool_size=s.db_pool_size, timeout=s.db_timeout,
             run_migrations=s.migrate_on_start, ssl=settings_tls(s))
@@ -152,13 +154,10 @@ class Node:
             manager = compat.RedisManager(self.redis, s.redis_url,
                                           channel=f"{s.redis_prefix}:socketio", link=link)
             how = "one channel for every room"
-        elif s.redis_manager == "rooms":
+        else:
             mode = await pick_mode(self.redis, s.redis_pubsub)
             manager = RoomChannels(self.redis, link, prefix=s.redis_prefix, mode=mode)
             how = f"a {mode} channel per room"
-        else:
-            raise ValueError(f"redis_manager must be rooms or broadcast, not "
-                             f"{s.redis_manager!r}")
         log.info("scale-out through Redis as node %s (%s)", presence.node_id, how)
         return presence, manager
 

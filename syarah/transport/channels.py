@@ -56,11 +56,21 @@ QUIET_SECONDS = 5.0
 MODES = ("auto", "sharded", "plain")
 
 
+MANAGERS = ("rooms", "broadcast")
+
+
+def check_settings(manager: str, pubsub: str) -> None:
+    """Refuse unknown values at start, before anything is opened."""
+    if manager not in MANAGERS:
+        raise ValueError(f"redis_manager must be one of {', '.join(MANAGERS)}, "
+                         f"not {manager!r}")
+    if pubsub not in MODES:
+        raise ValueError(f"redis_pubsub must be one of {', '.join(MODES)}, not {pubsub!r}")
+
+
 async def pick_mode(redis, wanted: str) -> str:
     """``sharded`` where Redis has SPUBLISH (7.0 and later; Valkey says 7.2 too),
     else ``plain``; a forced mode is taken as it is."""
-    if wanted not in MODES:
-        raise ValueError(f"redis_pubsub must be one of {', '.join(MODES)}, not {wanted!r}")
     if wanted != "auto":
         return wanted
     version = (await redis.info("server")).get("redis_version", "0")
