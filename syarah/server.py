@@ -83,6 +83,7 @@ class Node:
         if isinstance(manager, RoomChannels):
             # Subscribed before the first connection, not at its first request.
             manager.initialize()
+            metrics.ROOM_CHANNELS.set_function(manager.channels_live)
         self.manager = manager
         registry = SocketRegistry(s.jwt_leeway)
         services = Services(

@@ -118,6 +118,10 @@ async def test_while_redis_is_down_a_node_serves_its_own_sockets(nodes, own_redi
     for c in (b, b1):
         assert (await c.call("joinRoom", {"chatHeaderId": chat_id}))["joined"] is True
     assert metric(one, "syarah_redis_up") == 1
+    # Each node is subscribed to what it holds: its own channel, the namespace's, each
+    # socket's sid, each user's room, the chat (Ann and Bob here; Bob there).
+    assert metric(one, "syarah_room_channels") == 7
+    assert metric(two, "syarah_room_channels") == 5
 
     own_redis.kill()
     # Ann's node knows Bob's socket there: he is online for her, on both reads.

@@ -38,7 +38,7 @@ import uuid
 
 import socketio
 
-from syarah import jsonlib
+from syarah import jsonlib, metrics
 from syarah.redis_link import REDIS_TROUBLE, RETRY_SECONDS, RedisLink
 from syarah.transport.sockets import DirectEmit
 
@@ -130,6 +130,10 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
         if namespace == "/":
             return f"{self.prefix}:room:{room}"
         return f"{self.prefix}:room:{namespace}:{room}"
+
+    def channels_live(self) -> int:
+        """Channels Redis has confirmed on the current subscription."""
+        return len(self._live)
 
     # -- room membership: what to subscribe to --------------------------------------
 
@@ -404,6 +408,7 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
             self.skipped += 1
             return
         self.heard += 1
+        metrics.NODE_MESSAGES.inc()
         try:
             message = jsonlib.loads(data)
             method = message["m"]
