@@ -75,8 +75,10 @@ class DirectEmit:
 
 
 class LocalManager(DirectEmit, socketio.AsyncManager):
-    """The in-process manager (one node). Not for the pub/sub managers: their emit
-    must publish first, so DirectEmit would have to sit below them in the MRO."""
+    """The in-process manager (one node). Several nodes use RoomChannels
+    (syarah/transport/channels.py), which delivers with DirectEmit's ``deliver`` and
+    publishes beside it; python-socketio's own pub/sub manager would need DirectEmit
+    below it in the MRO, so the one-channel manager keeps the library's emit."""
 
 
 class UnreadablePayload:
