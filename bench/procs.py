@@ -133,7 +133,8 @@ NO_LIMITS = tuple(f"--rate-{action}-{scope}=0"
 class Server:
     """One of the three servers under test, pinned to the server core."""
 
-    def __init__(self, kind: str, database_url: str | None = None, extra=()):
+    def __init__(self, kind: str, database_url: str | None = None, extra=(),
+                 core: str = SERVER_CORE):
         self.kind = kind
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -164,7 +165,7 @@ class Server:
         else:
             raise ValueError(kind)
         env = dict(os.environ, PYTHONPATH=ROOT)
-        self.proc = Proc(pinned(SERVER_CORE, argv), cwd=self.workdir, env=env, log_name=kind)
+        self.proc = Proc(pinned(core, argv), cwd=self.workdir, env=env, log_name=kind)
         wait_listening(self.port, self.proc, health)
         self.pid = self.proc.pid
 

@@ -35,6 +35,11 @@ RATE_LIMITED = Counter("syarah_rate_limited", "Actions refused with RATE_LIMITED
 REDIS_UP = Gauge("syarah_redis_up", "1 while this node reaches the Redis that joins it to "
                  "the other nodes, 0 while it serves its own sockets only")
 REDIS_UP.set(1)
+ROOM_CHANNELS = Gauge("syarah_room_channels",
+                      "Redis channels this node is subscribed to (a room, a user or a "
+                      "socket it holds, and its own), with redis_manager rooms")
+NODE_MESSAGES = Counter("syarah_node_messages",
+                        "Messages of other nodes heard on this node's room channels")
 CONNECTIONS_REFUSED = Counter("syarah_connections_refused",
                               "Socket.IO connections refused, by reply code", ["code"])
 

@@ -96,6 +96,13 @@ _DEFS = [
     ("redis_url", "", str, "redis://host:6379/0 to run several nodes as one deployment"),
     ("redis_prefix", "syarah", str,
      "prefix of this deployment's Redis keys and channel (several can share a Redis)"),
+    ("redis_manager", "rooms", str,
+     "rooms: a channel per room, so a node hears only the rooms it holds sockets in; "
+     "broadcast: python-socketio's one channel that every node hears in full"),
+    ("redis_pubsub", "auto", str,
+     "with redis_manager rooms: sharded (SPUBLISH/SSUBSCRIBE, Redis 7+), plain "
+     "(PUBLISH/SUBSCRIBE), or auto (sharded where Redis has it); every node of a "
+     "deployment must use the same"),
     ("presence_ttl", 45.0, float,
      "seconds after which a silent node's users stop counting as online (and their "
      "friends are told they went offline)"),
@@ -233,6 +240,8 @@ class Settings:
     require_connect_token: bool
     redis_url: str
     redis_prefix: str
+    redis_manager: str
+    redis_pubsub: str
     presence_ttl: float
     fcm_service_account_file: str
     fcm_endpoint: str

@@ -27,6 +27,7 @@ from syarah.retention import DeletionPruner
 from syarah.store import open_store
 from syarah.store.database import settings_tls
 from syarah.transport import compat
+from syarah.transport.channels import RoomChannels, check_settings, pick_mode
 from syarah.transport.namespace import ChatNamespace
 from syarah.transport.registry import SocketRegistry
 from syarah.transport.rooms import Rooms
@@ -66,11 +67,14 @@ class Node:
         self.namespace = None
         self.media = None
         self.metrics_http = None
+        self.manager = None
         self.stopping = asyncio.Event()
 
     async def start(self):
         s = self.settings
         verifier = make_verifier(s)
+        if s.redis_url:
+            check_settings(s.redis_manager, s.redis_pubsub)
         self.store = await open_store(
             s.effective_database_url, pool_size=s.db_pool_size, timeout=s.db_timeout,
             run_migrations=s.migrate_on_start, ssl=settings_tls(s))
@@ -79,6 +83,11 @@ class Node:
                                      busy_after_ms=s.busy_after_ms)
         self.presence, manager = await self._scale_out()
         sio = make_socketio(s, manager)
+        if isinstance(manager, RoomChannels):
+            # Subscribed before the first connection, not at its first request.
+            manager.initialize()
+            metrics.ROOM_CHANNELS.set_function(manager.channels_live)
+        self.manager = manager
         registry = SocketRegistry(s.jwt_leeway)
         services = Services(
             store=self.store, presence=self.presence, verifier=verifier,
@@ -153,9 +162,15 @@ class Node:
         presence = RedisPresence(self.redis, prefix=s.redis_prefix, ttl=s.presence_ttl,
                                  link=link)
         await presence.start()
-        manager = compat.RedisManager(self.redis, s.redis_url,
-                               channel=f"{s.redis_prefix}:socketio", link=link)
-        log.info("scale-out through Redis as node %s", presence.node_id)
+        if s.redis_manager == "broadcast":
+            manager = compat.RedisManager(self.redis, s.redis_url,
+                                          channel=f"{s.redis_prefix}:socketio", link=link)
+            how = "one channel for every room"
+        else:
+            mode = await pick_mode(self.redis, s.redis_pubsub)
+            manager = RoomChannels(self.redis, link, prefix=s.redis_prefix, mode=mode)
+            how = f"a {mode} channel per room"
+        log.info("scale-out through Redis as node %s (%s)", presence.node_id, how)
         return presence, manager
 
     async def stop(self):
@@ -192,6 +207,8 @@ class Node:
             await self._step("closing HTTP connections",
                              self.http.close_all_connections(), left())
         if getattr(self, "redis", None) is not None:
+            if isinstance(self.manager, RoomChannels):
+                await self._step("leaving the room channels", self.manager.stop(), left())
             await self._step("leaving the deployment", self.presence.stop(), left())
             if self.services.limits.shared is not None:
                 await self._step("clearing the address counts",

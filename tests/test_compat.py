@@ -123,3 +123,37 @@ def test_connect_replies_go_through_send_packet():
     assert params(socketio.AsyncServer._send_packet) == ["self", "eio_sid", "pkt"]
     source = inspect.getsource(socketio.AsyncServer._handle_connect)
     assert "packet.CONNECT, {'sid': sid}" in source
+
+
+async def test_every_room_change_of_a_manager_goes_through_basic_enter_and_leave_room():
+    """The room-channel manager (syarah/transport/channels.py) subscribes and
+    unsubscribes from these two public methods alone: connects, joins, leaves, room
+    closes and disconnects must all pass through them."""
+    changes = []
+
+    class Watching(socketio.AsyncManager):
+        def basic_enter_room(self, sid, namespace, room, eio_sid=None):
+            changes.append(("enter", room))
+            super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+
+        def basic_leave_room(self, sid, namespace, room):
+            changes.append(("leave", room))
+            super().basic_leave_room(sid, namespace, room)
+
+    class Ids:
+        def generate_id(self):
+            return "s1"
+
+    manager = Watching()
+    manager.server = type("Server", (), {"eio": Ids()})()
+    sid = await manager.connect("e1", "/")
+    await manager.enter_room(sid, "/", "a")
+    await manager.enter_room(sid, "/", "b")
+    await manager.leave_room(sid, "/", "a")
+    await manager.close_room("b", "/")
+    manager.pre_disconnect(sid, "/")
+    await manager.disconnect(sid, "/")
+    assert set(changes[:2]) == {("enter", None), ("enter", sid)}
+    assert changes[2:6] == [("enter", "a"), ("enter", "b"), ("leave", "a"), ("leave", "b")]
+    assert set(changes[6:]) == {("leave", None), ("leave", sid)}
+    assert manager.rooms == {}

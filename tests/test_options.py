@@ -119,3 +119,16 @@ def test_server_with_a_bad_setting_says_so_and_exits():
         capture_output=True, text=True, timeout=30, env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.returncode == 2
     assert "port" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_server_of_several_nodes_refuses_an_unknown_manager_before_opening_anything(tmp_path):
+    for flag, name in (("--redis-manager=one", "redis_manager"),
+                       ("--redis-pubsub=fast", "redis_pubsub")):
+        proc = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "bin", "syarah-server"), "--port=0",
+             f"--database-url=sqlite:///{tmp_path}/x.db", "--jwt-secret=" + "s" * 32,
+             "--redis-url=redis://127.0.0.1:1/0", flag],
+            capture_output=True, text=True, timeout=30, env=dict(os.environ, PYTHONPATH=ROOT))
+        assert proc.returncode == 2, proc.stderr
+        assert f"cannot start: {name} must be one of" in proc.stderr
+        assert "Traceback" not in proc.stderr

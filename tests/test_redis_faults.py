@@ -118,6 +118,10 @@ async def test_while_redis_is_down_a_node_serves_its_own_sockets(nodes, own_redi
     for c in (b, b1):
         assert (await c.call("joinRoom", {"chatHeaderId": chat_id}))["joined"] is True
     assert metric(one, "syarah_redis_up") == 1
+    # Each node is subscribed to what it holds: its own channel, the namespace's, each
+    # socket's sid, each user's room, the chat (Ann and Bob here; Bob there).
+    assert metric(one, "syarah_room_channels") == 7
+    assert metric(two, "syarah_room_channels") == 5
 
     own_redis.kill()
     # Ann's node knows Bob's socket there: he is online for her, on both reads.
@@ -191,6 +195,12 @@ async def test_a_crashed_nodes_users_are_announced_offline_once(nodes, clients):
         assert watcher.received("clientStatus")[1:] == [
             {"userId": ann.id, "clientType": "unknown", "activeNow": False}]
     assert not await sees_online(b, ann.id)
+    # The two nodes left go on carrying each other's rooms.
+    chat_id = (await b.call("joinRoom", {"otherUserId": cat.id}))["chatHeaderId"]
+    assert (await c.call("joinRoom", {"chatHeaderId": chat_id}))["joined"] is True
+    sent = await b.call("createMessage", {"chatHeaderId": chat_id, "message": "still here"})
+    (got,) = await c.wait_for("message")
+    assert got["chatMessage"]["id"] == sent["chatMessage"]["id"]
 
 
 async def test_a_removed_member_stops_hearing_the_group_on_every_node(nodes, clients):

@@ -2,6 +2,7 @@
 and presence. With CI set, Redis and MariaDB must be reachable."""
 
 import asyncio
+import json
 import os
 import signal
 import uuid
@@ -9,6 +10,7 @@ import uuid
 import pytest
 
 from conftest import IN_CI, User, dm, new_database_url, register
+from test_js_client import TRANSPORTS, befriend, node_or_skip, run_node_tests
 
 REDIS_URL = os.environ.get("SYARAH_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -38,8 +40,14 @@ def deployment(make_server):
     cleanup()
 
 
-async def test_a_message_sent_on_one_node_reaches_the_room_on_another(deployment, clients):
-    one, two = deployment(), deployment()
+# A channel per room, sharded or plain, and python-socketio's one channel for all.
+MANAGERS = ["--redis-pubsub=sharded", "--redis-pubsub=plain", "--redis-manager=broadcast"]
+
+
+@pytest.mark.parametrize("manager", MANAGERS)
+async def test_a_message_sent_on_one_node_reaches_the_room_on_another(deployment, clients,
+                                                                      manager):
+    one, two = deployment(manager), deployment(manager)
     ann, bob = User(one, "Ann"), User(two, "Bob")
     await register(ann, bob)
     a, b = await clients(ann), await clients(bob)
@@ -91,3 +99,23 @@ async def test_presence_is_shared_and_a_dead_node_stops_counting(deployment, cli
         await asyncio.sleep(0.25)
     assert friends[0]["isOnline"] is False
     del b
+
+
+async def test_two_nodes_with_the_javascript_client(deployment):
+    """tests/js/nodes.test.js: Ann on one node, Bob on the other, over each transport:
+    presence through the personal room, a chat room both ways, and a group member
+    removed while on the other node."""
+    node_or_skip()
+    one, two = deployment(), deployment()
+    users, groups = [], []
+    for transport in TRANSPORTS:
+        ann, bob = User(one, f"Ann ({transport})"), User(two, f"Bob ({transport})")
+        await register(ann, bob)
+        befriend(ann, bob)
+        status, body = ann.http("POST", "/api/chat/groups",
+                                {"name": "G", "memberIds": [bob.id]})
+        assert status == 201, body
+        groups.append(body["data"]["id"])
+        users += [{"id": u.id, "name": u.name, "token": u.token} for u in (ann, bob)]
+    await run_node_tests(one, "nodes.test.js", users, CHAT_OTHER_URL=two.url,
+                         CHAT_TEST_GROUPS=json.dumps(groups))

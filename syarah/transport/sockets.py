@@ -32,22 +32,37 @@ class DirectEmit:
             return await super().emit(event, data, namespace, room=room,
                                       skip_sid=skip_sid, callback=callback, to=to,
                                       **kwargs)
-        room = to or room
         if namespace not in self.rooms:
             return
+        await self.deliver(namespace, to or room, skip_sid,
+                           self.eio_packets(self.encode_event(event, data, namespace)))
+
+    def encode_event(self, event, data, namespace) -> list:
+        """The Socket.IO EVENT packet of an emit, encoded: its text, then any binary
+        attachments."""
         if isinstance(data, tuple):
             data = list(data)
         elif data is not None:
             data = [data]
         else:
             data = []
-        if not isinstance(skip_sid, list):
-            skip_sid = [skip_sid]
         encoded = self.server.packet_class(
             packet.EVENT, namespace=namespace, data=[event] + data).encode()
-        if not isinstance(encoded, list):
-            encoded = [encoded]
-        eio_pkts = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in encoded]
+        return encoded if isinstance(encoded, list) else [encoded]
+
+    @staticmethod
+    def eio_packets(encoded: list) -> list:
+        return [eio_packet.Packet(eio_packet.MESSAGE, p) for p in encoded]
+
+    async def deliver(self, namespace, room, skip_sid, eio_pkts, besides=()):
+        """Put the packets on the queue of each of this node's sockets in ``room`` (a
+        name, a list of names, or None for the whole namespace), but those in
+        ``skip_sid`` and those in any of the rooms ``besides``."""
+        if not isinstance(skip_sid, list):
+            skip_sid = [skip_sid]
+        if besides:
+            ns = self.rooms.get(namespace, {})
+            skip_sid = skip_sid + [sid for r in besides for sid in ns.get(r, ())]
         for sid, eio_sid in list(self.get_participants(namespace, room)):
             if sid not in skip_sid:
                 for p in eio_pkts:
@@ -60,8 +75,10 @@ class DirectEmit:
 
 
 class LocalManager(DirectEmit, socketio.AsyncManager):
-    """The in-process manager (one node). Not for the pub/sub managers: their emit
-    must publish first, so DirectEmit would have to sit below them in the MRO."""
+    """The in-process manager (one node). Several nodes use RoomChannels
+    (syarah/transport/channels.py), which delivers with DirectEmit's ``deliver`` and
+    publishes beside it; python-socketio's own pub/sub manager would need DirectEmit
+    below it in the MRO, so the one-channel manager keeps the library's emit."""
 
 
 class UnreadablePayload:
