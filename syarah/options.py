@@ -111,6 +111,8 @@ _DEFS = [
     ("max_http_buffer_size", 256 * 1024, int,
      "largest Socket.IO packet accepted, in bytes; media goes through HTTP uploads"),
     ("shutdown_grace", 10.0, float, "seconds in-flight work may take after SIGTERM"),
+    ("event_loop", "auto", str,
+     "auto: uvloop when it is installed, else asyncio's own loop; uvloop; asyncio"),
     ("log_format", "text", str, "text or json"),
     ("log_level", "info", str, "debug, info, warning or error"),
     ("xheaders", False, bool, "trust X-Real-Ip / X-Forwarded-For from a reverse proxy"),
@@ -232,6 +234,7 @@ class Settings:
     ping_timeout: int
     max_http_buffer_size: int
     shutdown_grace: float
+    event_loop: str
     log_format: str
     log_level: str
     xheaders: bool
