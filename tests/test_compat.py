@@ -123,3 +123,107 @@ def test_connect_replies_go_through_send_packet():
     assert params(socketio.AsyncServer._send_packet) == ["self", "eio_sid", "pkt"]
     source = inspect.getsource(socketio.AsyncServer._handle_connect)
     assert "packet.CONNECT, {'sid': sid}" in source
+
+
+# -- WebSocket frames without a task each (compat.direct_frames) ---------------------
+
+def test_tornado_writes_a_frame_through_write_frame_unless_compressing():
+    import tornado.websocket
+
+    proto = tornado.websocket.WebSocketProtocol13
+    assert params(proto._write_frame) == ["self", "fin", "opcode", "data", "flags"]
+    assert "self._compressor" in inspect.getsource(proto.__init__)
+    assert callable(proto.is_closing)
+    assert "self.stream" in inspect.getsource(tornado.websocket.WebSocketProtocol.__init__)
+    assert "self.ws_connection" in inspect.getsource(
+        tornado.websocket.WebSocketHandler.__init__)
+
+
+def test_a_tornado_stream_refuses_a_write_past_its_max_write_buffer_size():
+    import socket
+
+    import tornado.iostream
+
+    async def write():
+        a, b = socket.socketpair()
+        stream = tornado.iostream.IOStream(a)
+        stream.max_write_buffer_size = 10
+        try:
+            stream.write(b"x" * 11)
+        except tornado.iostream.StreamBufferFullError:
+            return True
+        finally:
+            stream.close()
+            b.close()
+        return False
+
+    assert asyncio.run(write())
+
+
+def test_the_engineio_writer_writes_each_polled_batch_with_ws_send():
+    sock = engineio.async_socket.AsyncSocket
+    assert params(sock._websocket_handler) == ["self", "ws"]
+    assert params(sock.send) == ["self", "pkt"] and params(sock.poll) == ["self"]
+    source = inspect.getsource(sock._websocket_handler)
+    assert "await self.poll()" in source
+    assert "await ws.send(pkt.encode())" in source
+    assert "self.upgraded = True" in source
+
+
+def test_engineio_enters_a_new_socket_in_its_table_as_it_creates_it():
+    source = inspect.getsource(engineio.AsyncServer._handle_connect)
+    created = source.index("s = async_socket.AsyncSocket(self, sid)")
+    assert source.index("self.sockets[sid] = s") > created
+    server = engineio.AsyncServer(async_mode="tornado")
+    assert isinstance(server._async, dict) and "websocket" in server._async
+
+
+def test_the_tornado_driver_websocket_calls_its_handler_with_itself():
+    import engineio.async_drivers.tornado as driver
+
+    source = inspect.getsource(driver.WebSocket.__call__)
+    assert "self.tornado_handler = environ['tornado.handler']" in source
+    assert "await self.handler(self)" in source
+
+
+def test_direct_frames_turns_new_sockets_into_direct_ones_for_that_server_only():
+    sio = socketio.AsyncServer(async_mode="tornado")
+    other = socketio.AsyncServer(async_mode="tornado")
+    compat.direct_frames(sio)
+    assert sio.eio._async["websocket"] is compat.FrameWriter
+    assert other.eio._async["websocket"] is not compat.FrameWriter
+    s = engineio.async_socket.AsyncSocket(sio.eio, "sid")
+    sio.eio.sockets["sid"] = s
+    assert type(s) is compat.DirectSocket
+
+
+def test_a_direct_socket_writer_polls_in_order_and_ends_at_none():
+    server = engineio.AsyncServer(async_mode="tornado")
+    s = compat.DirectSocket(server, "sid")
+    s.upgraded = True
+
+    async def polls():
+        for p in ("a", "b", None, "c"):
+            s.queue.put_nowait(p)
+        return [await s.poll(), await s.poll(), await s.poll()]
+
+    # A None ends the batch before it and, put back last, the writer.
+    assert asyncio.run(polls()) == [["a", "b"], ["c"], []]
+
+
+def test_reading_pauses_once_frames_wait_and_goes_on_as_they_are_taken():
+    handler_class = compat.tornado_handler(
+        socketio.AsyncServer(async_mode="tornado"), False, lambda q: q)
+
+    async def read():
+        handler = object.__new__(handler_class)
+        handler.receive_queue = asyncio.Queue()
+        results = [handler.on_message(f"4m{i}") for i in range(compat.READ_AHEAD_FRAMES)]
+        paused = results[-1]
+        assert results[:-1] == [None] * (compat.READ_AHEAD_FRAMES - 1)
+        assert asyncio.isfuture(paused) and not paused.done()
+        assert await handler.get_next_message() == "4m0"
+        return paused.done()
+
+    # Tornado reads no further frame until the future it was given is done.
+    assert asyncio.run(read())

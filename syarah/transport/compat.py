@@ -13,9 +13,14 @@ import contextvars
 import logging
 import socket as _socket
 
+import engineio.async_drivers.tornado as tornado_driver
+import engineio.async_socket
+import engineio.exceptions
 import engineio.payload
 import socketio
 import socketio.packet
+from tornado.iostream import StreamBufferFullError, StreamClosedError
+from tornado.websocket import WebSocketClosedError
 
 from syarah.redis_link import REDIS_TROUBLE, RETRY_SECONDS, RedisLink
 
@@ -202,15 +207,144 @@ def release_long_poll(sio: socketio.AsyncServer, sid: str) -> None:
         log.debug("long poll of %s not released", sid, exc_info=True)
 
 
+# -- python-engineio's WebSocket transport, a frame without a task ----------------
+#
+# Per outgoing packet the libraries would run: the socket's send puts it on its queue;
+# the WebSocket writer task, waiting with wait_for (a task and a timer per wait), wakes
+# and hands it to Tornado's write_message, which wraps the write in one more task. Here
+# a packet is written to the stream from the socket's send itself whenever the
+# WebSocket is up and nothing is queued before it; the queue and the library's writer
+# still carry what was sent during an upgrade from polling, and the close.
+
+def write_frame(handler, message) -> bool:
+    """Write one text (str) or binary (bytes) frame to a WebSocket; False when the
+    connection is gone. A client that leaves more than the stream's
+    max_write_buffer_size unread is closed: its frames are not kept without bound.
+    Relies on: WebSocketHandler.ws_connection, WebSocketProtocol13._write_frame(fin,
+    opcode, data), ._compressor, .stream and .is_closing()."""
+    conn = handler.ws_connection
+    if conn is None or conn.is_closing():
+        return False
+    binary = isinstance(message, bytes)
+    try:
+        if conn._compressor is not None:
+            # Compression needs the library's own path (and its task per frame).
+            handler.write_message(message, binary=binary)
+        else:
+            conn._write_frame(True, 0x2 if binary else 0x1,
+                              message if binary else message.encode())
+    except StreamBufferFullError:
+        log.warning("closing a WebSocket from %s: it has not read its last %d bytes",
+                    handler.request.remote_ip, conn.stream.max_write_buffer_size)
+        conn.stream.close()
+        return False
+    except (StreamClosedError, WebSocketClosedError):
+        return False
+    return True
+
+
+class FrameWriter(tornado_driver.WebSocket):
+    """python-engineio's Tornado WebSocket, writing frames with write_frame. Relies
+    on: the driver's WebSocket class, its tornado_handler, and the library's writer
+    ending at an EngineIOError from send."""
+
+    async def send(self, message):
+        # Never waits: the library's writer relies on that, see DirectSocket.send.
+        if not write_frame(self.tornado_handler, message):
+            raise engineio.exceptions.EngineIOError()
+
+
+class DirectSocket(engineio.async_socket.AsyncSocket):
+    """An Engine.IO socket that writes to its WebSocket from send. Relies on:
+    AsyncSocket.send/poll/_websocket_handler(ws) and .queue/.upgraded; the writer
+    task taking a batch off the queue with poll() and writing all of it without
+    waiting in between (so that an empty queue means nothing is left unwritten)."""
+
+    _ws = None  # the WebSocket under it, while its handler runs
+
+    async def send(self, pkt):
+        ws = self._ws
+        if ws is None or not self.upgraded or not self.queue.empty():
+            return await super().send(pkt)
+        if not await self.check_ping_timeout():
+            return
+        # A frame that cannot be written is lost with its connection, as the
+        # library's writer loses what it holds when the connection ends.
+        write_frame(ws.tornado_handler, pkt.encode())
+
+    async def poll(self):
+        if not self.upgraded:
+            return await super().poll()
+        # The WebSocket writer: with frames written from send it can idle for long,
+        # and a silent client is closed by the reader's timeout and the ping check,
+        # so it waits without a timeout (the library's wait_for adds a task per wait).
+        try:
+            first = await self.queue.get()
+        except asyncio.CancelledError:
+            raise engineio.exceptions.QueueEmpty()
+        self.queue.task_done()
+        if first is None:
+            return []
+        packets = [first]
+        while not self.queue.empty():
+            pkt = self.queue.get_nowait()
+            self.queue.task_done()
+            if pkt is None:
+                # Ends the writer once this batch is written.
+                self.queue.put_nowait(None)
+                break
+            packets.append(pkt)
+        return packets
+
+    async def _websocket_handler(self, ws):
+        self._ws = ws
+        try:
+            return await super()._websocket_handler(ws)
+        finally:
+            self._ws = None
+
+
+class _DirectSockets(dict):
+    """python-engineio's table of sockets, making each new one a DirectSocket as
+    it is entered. Relies on: AsyncServer._handle_connect creating an AsyncSocket
+    and entering it in .sockets before anything is sent on it."""
+
+    def __setitem__(self, sid, socket):
+        if type(socket) is engineio.async_socket.AsyncSocket:
+            socket.__class__ = DirectSocket
+        super().__setitem__(sid, socket)
+
+
+def direct_frames(sio: socketio.AsyncServer) -> None:
+    """Make this server's WebSockets write frames without a task each. Relies on:
+    AsyncServer._async (the driver's table, shared by every server of the process:
+    copied, not changed) and .sockets."""
+    eio = sio.eio
+    eio._async = dict(eio._async, websocket=FrameWriter)
+    eio.sockets = _DirectSockets(eio.sockets)
+
+
 # -- python-engineio's Tornado handler --------------------------------------------
 
-def tornado_handler(sio: socketio.AsyncServer, compression: bool, rewrite_query):
+# Frames of one WebSocket read ahead of the event being handled. Its events run one
+# after another, so past this Tornado stops reading the socket until the server
+# catches up: a client sending faster than the server handles waits in TCP, instead
+# of queueing frames (each up to max_http_buffer_size) in memory without bound.
+READ_AHEAD_FRAMES = 16
+
+
+def tornado_handler(sio: socketio.AsyncServer, compression: bool, rewrite_query,
+                    write_buffer_limit: int | None = None):
     """python-engineio's Tornado request handler, with what the message path needs.
-    Relies on: the handler's receive_queue (frames of a WebSocket go there) and
-    translate_request reading the query from request.query."""
+    Relies on: the handler's receive_queue (frames of a WebSocket go there, read by
+    get_next_message, ended by on_close's None), translate_request reading the query
+    from request.query, and Tornado waiting for a future that on_message returns
+    before it reads the next frame."""
     base = socketio.get_tornado_handler(sio)
 
     class SocketIOHandler(base):
+        _resume = None  # set while reading waits for the queue to shrink
+
         def get_compression_options(self):
             # permessage-deflate keeps a zlib context per socket: ~150 KiB of an idle
             # connection's ~190 KiB. Chat frames are small, so it is off unless asked.
@@ -221,13 +355,37 @@ def tornado_handler(sio: socketio.AsyncServer, compression: bool, rewrite_query)
             # with Nagle's algorithm the second frame waits for the client's delayed
             # ACK (~40 ms on Linux), which made createMessage take 50 ms on localhost.
             self.set_nodelay(True)
+            if write_buffer_limit:
+                self.ws_connection.stream.max_write_buffer_size = write_buffer_limit
             self.request.query = rewrite_query(self.request.query)
             await super().open(*args, **kwargs)
 
         def on_message(self, message):
             # The library's on_message is a coroutine, which Tornado wraps in a task
             # per frame only to put the frame on an unbounded queue.
-            self.receive_queue.put_nowait(message)
+            queue = self.receive_queue
+            queue.put_nowait(message)
+            if queue.qsize() >= READ_AHEAD_FRAMES:
+                self._resume = asyncio.get_running_loop().create_future()
+                return self._resume
+            return None
+
+        async def get_next_message(self):
+            message = await self.receive_queue.get()
+            self._go_on()
+            return message
+
+        def on_close(self):
+            super().on_close()
+            self._go_on(closed=True)
+
+        def _go_on(self, closed=False):
+            resume = self._resume
+            if resume is not None and (
+                    closed or self.receive_queue.qsize() < READ_AHEAD_FRAMES):
+                self._resume = None
+                if not resume.done():
+                    resume.set_result(None)
 
     return SocketIOHandler
 
