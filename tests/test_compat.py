@@ -227,3 +227,78 @@ def test_reading_pauses_once_frames_wait_and_goes_on_as_they_are_taken():
 
     # Tornado reads no further frame until the future it was given is done.
     assert asyncio.run(read())
+
+
+# -- per-connection memory ------------------------------------------------------------
+
+def test_engineio_sockets_take_their_queue_from_the_server():
+    import engineio.base_socket
+
+    assert "self.server.create_queue()" in inspect.getsource(
+        engineio.base_socket.BaseSocket.__init__)
+    sio = socketio.AsyncServer(async_mode="tornado")
+    compat.direct_frames(sio)
+    assert isinstance(engineio.async_socket.AsyncSocket(sio.eio, "sid").queue,
+                      compat.LightQueue)
+
+
+def test_a_light_queue_keeps_order_counts_unfinished_work_and_wakes_getters():
+    async def use():
+        q = compat.LightQueue()
+        getter = asyncio.ensure_future(q.get())
+        await asyncio.sleep(0)
+        cancelled = asyncio.ensure_future(q.get())
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await q.put("a")
+        q.put_nowait("b")
+        first = await getter
+        assert (q.qsize(), q.empty(), q.get_nowait()) == (1, False, "b")
+        try:
+            q.get_nowait()
+        except asyncio.QueueEmpty:
+            pass
+        else:
+            raise AssertionError("an empty queue gave an item")
+        joined = asyncio.ensure_future(q.join())
+        await asyncio.sleep(0)
+        q.task_done()
+        assert not joined.done()
+        q.task_done()
+        await joined
+        return first
+
+    assert asyncio.run(use()) == "a"
+
+
+def test_the_engineio_environ_is_read_at_connect_only():
+    # python-socketio hands its stored environ to connect handlers only.
+    source = inspect.getsource(socketio.AsyncServer)
+    uses = [line.strip() for line in source.splitlines() if "self.environ[eio_sid]" in line]
+    assert uses and all(
+        use in ("self.environ[eio_sid] = environ", "del self.environ[eio_sid]")
+        or use.startswith("'connect', namespace, sid, self.environ[eio_sid]")
+        for use in uses), uses
+
+
+def test_keeping_what_is_read_empties_the_environ_and_the_request_in_place():
+    import tornado.httputil
+
+    request = tornado.httputil.HTTPServerRequest(
+        start_line=tornado.httputil.RequestStartLine(
+            "GET", "/socket.io/?EIO=4&userId=u", "HTTP/1.1"),
+        headers=tornado.httputil.HTTPHeaders({"Host": "h", "Authorization": "Bearer t"}))
+
+    class Handler:
+        pass
+
+    handler = Handler()
+    handler.request = request
+    environ = {"QUERY_STRING": "EIO=4&userId=u", "HTTP_AUTHORIZATION": "Bearer t",
+               "HTTP_USER_AGENT": "x" * 200, "REMOTE_ADDR": "127.0.0.1",
+               "tornado.handler": handler, "wsgi.input": object()}
+    held = environ
+    compat.keep_what_is_read(environ)
+    assert held is environ and sorted(environ) == [
+        "HTTP_AUTHORIZATION", "QUERY_STRING", "REMOTE_ADDR", "tornado.handler"]
+    assert len(request.headers) == 0 and request.query_arguments == {}

@@ -8,6 +8,7 @@ them. Nothing else in the project reaches into the libraries' internals.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import logging
@@ -19,6 +20,7 @@ import engineio.exceptions
 import engineio.payload
 import socketio
 import socketio.packet
+from tornado import httputil
 from tornado.iostream import StreamBufferFullError, StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
@@ -315,13 +317,91 @@ class _DirectSockets(dict):
         super().__setitem__(sid, socket)
 
 
+class LightQueue:
+    """The part of asyncio.Queue that python-engineio's sockets and its Tornado handler
+    use (put, get, their _nowait forms, empty, qsize, task_done, join), in one deque.
+    asyncio.Queue allocates four deques up front (items, getters, putters, its
+    Event's waiters), about 3 KiB; a connection holds two queues for its lifetime."""
+
+    __slots__ = ("_items", "_getters", "_unfinished", "_joined")
+
+    def __init__(self):
+        self._items = collections.deque()
+        self._getters = None     # futures of get() calls waiting, once there are any
+        self._unfinished = 0
+        self._joined = None      # what join() waits on, while something is unfinished
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item) -> None:
+        self._items.append(item)
+        self._unfinished += 1
+        self._wake_getter()
+
+    async def put(self, item) -> None:
+        self.put_nowait(item)
+
+    def get_nowait(self):
+        if not self._items:
+            raise asyncio.QueueEmpty()
+        return self._items.popleft()
+
+    async def get(self):
+        while not self._items:
+            getter = asyncio.get_running_loop().create_future()
+            if self._getters is None:
+                self._getters = []
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._getters.remove(getter)
+                if self._items:
+                    # The wake-up this getter took goes to the next one.
+                    self._wake_getter()
+                raise
+        return self._items.popleft()
+
+    def _wake_getter(self) -> None:
+        getters = self._getters
+        while getters:
+            getter = getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                return
+
+    def task_done(self) -> None:
+        if self._unfinished <= 0:
+            raise ValueError("task_done() called too many times")
+        self._unfinished -= 1
+        if not self._unfinished and self._joined is not None:
+            joined, self._joined = self._joined, None
+            if not joined.done():
+                joined.set_result(None)
+
+    async def join(self) -> None:
+        if self._unfinished:
+            if self._joined is None:
+                self._joined = asyncio.get_running_loop().create_future()
+            # Shielded: one waiter given up must not cancel the others' wait.
+            await asyncio.shield(self._joined)
+
+
 def direct_frames(sio: socketio.AsyncServer) -> None:
-    """Make this server's WebSockets write frames without a task each. Relies on:
-    AsyncServer._async (the driver's table, shared by every server of the process:
-    copied, not changed) and .sockets."""
+    """Make this server's WebSockets write frames without a task each, and its
+    sockets' queues light. Relies on: AsyncServer._async (the driver's table, shared
+    by every server of the process: copied, not changed), .sockets, and
+    BaseSocket.__init__ taking its queue from server.create_queue()."""
     eio = sio.eio
     eio._async = dict(eio._async, websocket=FrameWriter)
     eio.sockets = _DirectSockets(eio.sockets)
+    eio.create_queue = LightQueue
 
 
 # -- python-engineio's Tornado handler --------------------------------------------
@@ -344,6 +424,10 @@ def tornado_handler(sio: socketio.AsyncServer, compression: bool, rewrite_query,
 
     class SocketIOHandler(base):
         _resume = None  # set while reading waits for the queue to shrink
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.receive_queue = LightQueue()
 
         def get_compression_options(self):
             # permessage-deflate keeps a zlib context per socket: ~150 KiB of an idle
@@ -388,6 +472,30 @@ def tornado_handler(sio: socketio.AsyncServer, compression: bool, rewrite_query,
                     resume.set_result(None)
 
     return SocketIOHandler
+
+
+# What is read of a connection's environ after it is accepted: by syarah.transport
+# .handshake (the token and the query, should the client connect the namespace again
+# on the same connection, and the address through the Tornado handler).
+ENVIRON_KEPT = ("QUERY_STRING", "HTTP_AUTHORIZATION", "REMOTE_ADDR", "tornado.handler")
+
+
+def keep_what_is_read(environ: dict) -> None:
+    """Once a connection is accepted, let go of what its environ and Tornado request
+    hold that nothing reads again: python-socketio keeps the environ (every header,
+    about 3 KiB) for the connection's life, and the WebSocket handler its request
+    (the headers again, the parsed query). The dict is emptied in place, because the
+    library's coroutines hold the same one. Relies on: python-socketio and
+    python-engineio reading a connection's environ only while connecting; Tornado
+    reading request.headers and .arguments only for the handshake (a WebSocket) or
+    the request itself (a poll, already answered when the connect arrives)."""
+    kept = {key: environ[key] for key in ENVIRON_KEPT if key in environ}
+    environ.clear()
+    environ.update(kept)
+    request = tornado_request(kept)
+    if request is not None:
+        request.headers = httputil.HTTPHeaders()
+        request.arguments, request.query_arguments, request.body_arguments = {}, {}, {}
 
 
 def tornado_request(environ: dict):
