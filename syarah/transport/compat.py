@@ -17,10 +17,10 @@ import socket as _socket
 import engineio.async_drivers.tornado as tornado_driver
 import engineio.async_socket
 import engineio.exceptions
+import engineio.packet
 import engineio.payload
 import socketio
 import socketio.packet
-from tornado import httputil
 from tornado.iostream import StreamBufferFullError, StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
@@ -273,6 +273,12 @@ class DirectSocket(engineio.async_socket.AsyncSocket):
         # A frame that cannot be written is lost with its connection, as the
         # library's writer loses what it holds when the connection ends.
         write_frame(ws.tornado_handler, pkt.encode())
+        logger = self.server.logger
+        if logger.isEnabledFor(logging.INFO):
+            # As the library logs each packet it sends (log_socketio shows them).
+            logger.info("%s: Sending packet %s data %s", self.sid,
+                        engineio.packet.packet_names[pkt.packet_type],
+                        "<binary>" if isinstance(pkt.data, bytes) else pkt.data)
 
     async def poll(self):
         if not self.upgraded:
@@ -483,18 +489,18 @@ ENVIRON_KEPT = ("QUERY_STRING", "HTTP_AUTHORIZATION", "REMOTE_ADDR", "tornado.ha
 def keep_what_is_read(environ: dict) -> None:
     """Once a connection is accepted, let go of what its environ and Tornado request
     hold that nothing reads again: python-socketio keeps the environ (every header,
-    about 3 KiB) for the connection's life, and the WebSocket handler its request
-    (the headers again, the parsed query). The dict is emptied in place, because the
-    library's coroutines hold the same one. Relies on: python-socketio and
-    python-engineio reading a connection's environ only while connecting; Tornado
-    reading request.headers and .arguments only for the handshake (a WebSocket) or
-    the request itself (a poll, already answered when the connect arrives)."""
+    about 4 KiB) for the connection's life, and the WebSocket handler its request
+    (with the parsed query). The dict is emptied in place, because the library's
+    coroutines hold the same one. Relies on: python-socketio and python-engineio
+    reading a connection's environ only while connecting; Tornado reading
+    request.arguments only for the request itself (a WebSocket's handshake, or a
+    poll already answered when the connect arrives)."""
     kept = {key: environ[key] for key in ENVIRON_KEPT if key in environ}
     environ.clear()
     environ.update(kept)
     request = tornado_request(kept)
     if request is not None:
-        request.headers = httputil.HTTPHeaders()
+        # Its headers stay: Tornado's HTTP1Connection holds the same object.
         request.arguments, request.query_arguments, request.body_arguments = {}, {}, {}
 
 
