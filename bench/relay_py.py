@@ -1,8 +1,9 @@
 """The ceiling of the stack: bare python-socketio on Tornado with its defaults.
 
 It relays each createMessage to the sender's two-member room and acks it, and does
-nothing else (no auth, no store).
-Run: python bench/relay_py.py PORT [--no-compression] [--uvloop]
+nothing else (no auth, no store). It runs on the event loop the product picks by
+default (uvloop when installed), so that the two are compared on the same loop.
+Run: python bench/relay_py.py PORT [--no-compression] [--asyncio]
 """
 
 import asyncio
@@ -52,13 +53,18 @@ async def main(port: int, compression: bool = True):
     await asyncio.Event().wait()
 
 
+def loop_factory(force_asyncio: bool):
+    if not force_asyncio:
+        try:
+            import uvloop
+            return uvloop.new_event_loop
+        except ImportError:
+            pass
+    return asyncio.new_event_loop
+
+
 if __name__ == "__main__":
     # --no-compression: the same relay without permessage-deflate, to tell the
     # stack's own per-connection memory from the compressor's.
-    # --uvloop: the same relay on uvloop's event loop, to compare like with like
-    # when the product runs on it.
-    run = asyncio.run
-    if "--uvloop" in sys.argv:
-        import uvloop
-        run = uvloop.run
-    run(main(int(sys.argv[1]), "--no-compression" not in sys.argv))
+    with asyncio.Runner(loop_factory=loop_factory("--asyncio" in sys.argv)) as runner:
+        runner.run(main(int(sys.argv[1]), "--no-compression" not in sys.argv))

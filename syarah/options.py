@@ -118,6 +118,10 @@ _DEFS = [
      "comma-separated origins allowed for Socket.IO and REST ('*' for any)"),
     ("websocket_compression", False, bool,
      "negotiate permessage-deflate; off because it costs ~150 KiB per idle socket"),
+    # A sync reply can be a few MiB; a client that stopped reading past this would
+    # otherwise make the server hold every frame sent to it until its ping times out.
+    ("websocket_write_buffer_mb", 8.0, float,
+     "MiB of frames a WebSocket client may leave unread before it is closed (0: no limit)"),
     ("ping_interval", 25, int, "seconds between Engine.IO pings"),
     ("ping_timeout", 20, int, "seconds to wait for a pong before dropping a socket"),
     # The largest event a client needs: 10 000 + 2 000 characters of text and caption,
@@ -127,6 +131,8 @@ _DEFS = [
     ("max_http_buffer_size", 256 * 1024, int,
      "largest Socket.IO packet accepted, in bytes; media goes through HTTP uploads"),
     ("shutdown_grace", 10.0, float, "seconds in-flight work may take after SIGTERM"),
+    ("event_loop", "auto", str,
+     "auto: uvloop when it is installed, else asyncio's own loop; uvloop; asyncio"),
     ("log_format", "text", str, "text or json"),
     ("log_level", "info", str, "debug, info, warning or error"),
     ("xheaders", False, bool, "trust X-Real-Ip / X-Forwarded-For from a reverse proxy"),
@@ -251,10 +257,12 @@ class Settings:
     service_key: str
     cors_allowed_origins: str
     websocket_compression: bool
+    websocket_write_buffer_mb: float
     ping_interval: int
     ping_timeout: int
     max_http_buffer_size: int
     shutdown_grace: float
+    event_loop: str
     log_format: str
     log_level: str
     xheaders: bool

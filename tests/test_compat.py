@@ -157,3 +157,182 @@ async def test_every_room_change_of_a_manager_goes_through_basic_enter_and_leave
     assert changes[2:6] == [("enter", "a"), ("enter", "b"), ("leave", "a"), ("leave", "b")]
     assert set(changes[6:]) == {("leave", None), ("leave", sid)}
     assert manager.rooms == {}
+
+
+# -- WebSocket frames without a task each (compat.direct_frames) ---------------------
+
+def test_tornado_writes_a_frame_through_write_frame_unless_compressing():
+    import tornado.websocket
+
+    proto = tornado.websocket.WebSocketProtocol13
+    assert params(proto._write_frame) == ["self", "fin", "opcode", "data", "flags"]
+    assert "self._compressor" in inspect.getsource(proto.__init__)
+    assert callable(proto.is_closing)
+    assert "self.stream" in inspect.getsource(tornado.websocket.WebSocketProtocol.__init__)
+    assert "self.ws_connection" in inspect.getsource(
+        tornado.websocket.WebSocketHandler.__init__)
+
+
+def test_a_tornado_stream_refuses_a_write_past_its_max_write_buffer_size():
+    import socket
+
+    import tornado.iostream
+
+    async def write():
+        a, b = socket.socketpair()
+        stream = tornado.iostream.IOStream(a)
+        stream.max_write_buffer_size = 10
+        try:
+            stream.write(b"x" * 11)
+        except tornado.iostream.StreamBufferFullError:
+            return True
+        finally:
+            stream.close()
+            b.close()
+        return False
+
+    assert asyncio.run(write())
+
+
+def test_the_engineio_writer_writes_each_polled_batch_with_ws_send():
+    sock = engineio.async_socket.AsyncSocket
+    assert params(sock._websocket_handler) == ["self", "ws"]
+    assert params(sock.send) == ["self", "pkt"] and params(sock.poll) == ["self"]
+    source = inspect.getsource(sock._websocket_handler)
+    assert "await self.poll()" in source
+    assert "await ws.send(pkt.encode())" in source
+    assert "self.upgraded = True" in source
+
+
+def test_engineio_enters_a_new_socket_in_its_table_as_it_creates_it():
+    source = inspect.getsource(engineio.AsyncServer._handle_connect)
+    created = source.index("s = async_socket.AsyncSocket(self, sid)")
+    assert source.index("self.sockets[sid] = s") > created
+    server = engineio.AsyncServer(async_mode="tornado")
+    assert isinstance(server._async, dict) and "websocket" in server._async
+
+
+def test_the_tornado_driver_websocket_calls_its_handler_with_itself():
+    import engineio.async_drivers.tornado as driver
+
+    source = inspect.getsource(driver.WebSocket.__call__)
+    assert "self.tornado_handler = environ['tornado.handler']" in source
+    assert "await self.handler(self)" in source
+
+
+def test_direct_frames_turns_new_sockets_into_direct_ones_for_that_server_only():
+    sio = socketio.AsyncServer(async_mode="tornado")
+    other = socketio.AsyncServer(async_mode="tornado")
+    compat.direct_frames(sio)
+    assert sio.eio._async["websocket"] is compat.FrameWriter
+    assert other.eio._async["websocket"] is not compat.FrameWriter
+    s = engineio.async_socket.AsyncSocket(sio.eio, "sid")
+    sio.eio.sockets["sid"] = s
+    assert type(s) is compat.DirectSocket
+
+
+def test_a_direct_socket_writer_polls_in_order_and_ends_at_none():
+    server = engineio.AsyncServer(async_mode="tornado")
+    s = compat.DirectSocket(server, "sid")
+    s.upgraded = True
+
+    async def polls():
+        for p in ("a", "b", None, "c"):
+            s.queue.put_nowait(p)
+        return [await s.poll(), await s.poll(), await s.poll()]
+
+    # A None ends the batch before it and, put back last, the writer.
+    assert asyncio.run(polls()) == [["a", "b"], ["c"], []]
+
+
+def test_reading_pauses_once_frames_wait_and_goes_on_as_they_are_taken():
+    handler_class = compat.tornado_handler(
+        socketio.AsyncServer(async_mode="tornado"), False, lambda q: q)
+
+    async def read():
+        handler = object.__new__(handler_class)
+        handler.receive_queue = asyncio.Queue()
+        results = [handler.on_message(f"4m{i}") for i in range(compat.READ_AHEAD_FRAMES)]
+        paused = results[-1]
+        assert results[:-1] == [None] * (compat.READ_AHEAD_FRAMES - 1)
+        assert asyncio.isfuture(paused) and not paused.done()
+        assert await handler.get_next_message() == "4m0"
+        return paused.done()
+
+    # Tornado reads no further frame until the future it was given is done.
+    assert asyncio.run(read())
+
+
+# -- per-connection memory ------------------------------------------------------------
+
+def test_engineio_sockets_take_their_queue_from_the_server():
+    import engineio.base_socket
+
+    assert "self.server.create_queue()" in inspect.getsource(
+        engineio.base_socket.BaseSocket.__init__)
+    sio = socketio.AsyncServer(async_mode="tornado")
+    compat.direct_frames(sio)
+    assert isinstance(engineio.async_socket.AsyncSocket(sio.eio, "sid").queue,
+                      compat.LightQueue)
+
+
+def test_a_light_queue_keeps_order_counts_unfinished_work_and_wakes_getters():
+    async def use():
+        q = compat.LightQueue()
+        getter = asyncio.ensure_future(q.get())
+        await asyncio.sleep(0)
+        cancelled = asyncio.ensure_future(q.get())
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await q.put("a")
+        q.put_nowait("b")
+        first = await getter
+        assert (q.qsize(), q.empty(), q.get_nowait()) == (1, False, "b")
+        try:
+            q.get_nowait()
+        except asyncio.QueueEmpty:
+            pass
+        else:
+            raise AssertionError("an empty queue gave an item")
+        joined = asyncio.ensure_future(q.join())
+        await asyncio.sleep(0)
+        q.task_done()
+        assert not joined.done()
+        q.task_done()
+        await joined
+        return first
+
+    assert asyncio.run(use()) == "a"
+
+
+def test_the_engineio_environ_is_read_at_connect_only():
+    # python-socketio hands its stored environ to connect handlers only.
+    source = inspect.getsource(socketio.AsyncServer)
+    uses = [line.strip() for line in source.splitlines() if "self.environ[eio_sid]" in line]
+    assert uses and all(
+        use in ("self.environ[eio_sid] = environ", "del self.environ[eio_sid]")
+        or use.startswith("'connect', namespace, sid, self.environ[eio_sid]")
+        for use in uses), uses
+
+
+def test_keeping_what_is_read_empties_the_environ_and_the_request_in_place():
+    import tornado.httputil
+
+    request = tornado.httputil.HTTPServerRequest(
+        start_line=tornado.httputil.RequestStartLine(
+            "GET", "/socket.io/?EIO=4&userId=u", "HTTP/1.1"),
+        headers=tornado.httputil.HTTPHeaders({"Host": "h", "Authorization": "Bearer t"}))
+
+    class Handler:
+        pass
+
+    handler = Handler()
+    handler.request = request
+    environ = {"QUERY_STRING": "EIO=4&userId=u", "HTTP_AUTHORIZATION": "Bearer t",
+               "HTTP_USER_AGENT": "x" * 200, "REMOTE_ADDR": "127.0.0.1",
+               "tornado.handler": handler, "wsgi.input": object()}
+    held = environ
+    compat.keep_what_is_read(environ)
+    assert held is environ and sorted(environ) == [
+        "HTTP_AUTHORIZATION", "QUERY_STRING", "REMOTE_ADDR", "tornado.handler"]
+    assert request.query_arguments == {} and request.arguments == {}

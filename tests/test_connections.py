@@ -40,6 +40,24 @@ async def test_a_polling_burst_of_many_events_is_answered_in_full(server, client
     assert page["totalCount"] == 40
 
 
+async def test_a_websocket_burst_is_acked_and_delivered_in_the_order_sent(server, clients):
+    ann, bob = await people(server, "Ann", "Bob")
+    a = await clients(ann)
+    chat_id = await dm(a, bob)
+    b = await clients(bob)
+    await b.call("joinRoom", {"chatHeaderId": chat_id})
+    # More events than the server reads ahead of the one it handles: reading pauses
+    # and goes on, and every frame out keeps its place.
+    texts = [f"m{i}" for i in range(60)]
+    replies = await asyncio.gather(*[
+        a.call("createMessage", {"chatHeaderId": chat_id, "message": t}) for t in texts])
+    assert [r["chatMessage"]["message"] for r in replies] == texts
+    delivered = await b.wait_for("message", len(texts))
+    assert [m["chatMessage"]["message"] for m in delivered] == texts
+    ids = [r["chatMessage"]["id"] for r in replies]
+    assert ids == sorted(ids)
+
+
 async def test_a_blocked_pair_does_not_see_each_others_presence(server, clients):
     ann, bob = await people(server, "Ann", "Bob")
     befriend(ann, bob)

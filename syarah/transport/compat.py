@@ -8,14 +8,21 @@ them. Nothing else in the project reaches into the libraries' internals.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import logging
 import socket as _socket
 
+import engineio.async_drivers.tornado as tornado_driver
+import engineio.async_socket
+import engineio.exceptions
+import engineio.packet
 import engineio.payload
 import socketio
 import socketio.packet
+from tornado.iostream import StreamBufferFullError, StreamClosedError
+from tornado.websocket import WebSocketClosedError
 
 from syarah.redis_link import REDIS_TROUBLE, RETRY_SECONDS, RedisLink
 
@@ -202,15 +209,232 @@ def release_long_poll(sio: socketio.AsyncServer, sid: str) -> None:
         log.debug("long poll of %s not released", sid, exc_info=True)
 
 
+# -- python-engineio's WebSocket transport, a frame without a task ----------------
+#
+# Per outgoing packet the libraries would run: the socket's send puts it on its queue;
+# the WebSocket writer task, waiting with wait_for (a task and a timer per wait), wakes
+# and hands it to Tornado's write_message, which wraps the write in one more task. Here
+# a packet is written to the stream from the socket's send itself whenever the
+# WebSocket is up and nothing is queued before it; the queue and the library's writer
+# still carry what was sent during an upgrade from polling, and the close.
+
+def write_frame(handler, message) -> bool:
+    """Write one text (str) or binary (bytes) frame to a WebSocket; False when the
+    connection is gone. A client that leaves more than the stream's
+    max_write_buffer_size unread is closed: its frames are not kept without bound.
+    Relies on: WebSocketHandler.ws_connection, WebSocketProtocol13._write_frame(fin,
+    opcode, data), ._compressor, .stream and .is_closing()."""
+    conn = handler.ws_connection
+    if conn is None or conn.is_closing():
+        return False
+    binary = isinstance(message, bytes)
+    try:
+        if conn._compressor is not None:
+            # Compression needs the library's own path (and its task per frame).
+            handler.write_message(message, binary=binary)
+        else:
+            conn._write_frame(True, 0x2 if binary else 0x1,
+                              message if binary else message.encode())
+    except StreamBufferFullError:
+        log.warning("closing a WebSocket from %s: it has not read its last %d bytes",
+                    handler.request.remote_ip, conn.stream.max_write_buffer_size)
+        conn.stream.close()
+        return False
+    except (StreamClosedError, WebSocketClosedError):
+        return False
+    return True
+
+
+class FrameWriter(tornado_driver.WebSocket):
+    """python-engineio's Tornado WebSocket, writing frames with write_frame. Relies
+    on: the driver's WebSocket class, its tornado_handler, and the library's writer
+    ending at an EngineIOError from send."""
+
+    async def send(self, message):
+        # Never waits: the library's writer relies on that, see DirectSocket.send.
+        if not write_frame(self.tornado_handler, message):
+            raise engineio.exceptions.EngineIOError()
+
+
+class DirectSocket(engineio.async_socket.AsyncSocket):
+    """An Engine.IO socket that writes to its WebSocket from send. Relies on:
+    AsyncSocket.send/poll/_websocket_handler(ws) and .queue/.upgraded; the writer
+    task taking a batch off the queue with poll() and writing all of it without
+    waiting in between (so that an empty queue means nothing is left unwritten)."""
+
+    _ws = None  # the WebSocket under it, while its handler runs
+
+    async def send(self, pkt):
+        ws = self._ws
+        if ws is None or not self.upgraded or not self.queue.empty():
+            return await super().send(pkt)
+        if not await self.check_ping_timeout():
+            return
+        # A frame that cannot be written is lost with its connection, as the
+        # library's writer loses what it holds when the connection ends.
+        write_frame(ws.tornado_handler, pkt.encode())
+        logger = self.server.logger
+        if logger.isEnabledFor(logging.INFO):
+            # As the library logs each packet it sends (log_socketio shows them).
+            logger.info("%s: Sending packet %s data %s", self.sid,
+                        engineio.packet.packet_names[pkt.packet_type],
+                        "<binary>" if isinstance(pkt.data, bytes) else pkt.data)
+
+    async def poll(self):
+        if not self.upgraded:
+            return await super().poll()
+        # The WebSocket writer: with frames written from send it can idle for long,
+        # and a silent client is closed by the reader's timeout and the ping check,
+        # so it waits without a timeout (the library's wait_for adds a task per wait).
+        try:
+            first = await self.queue.get()
+        except asyncio.CancelledError:
+            raise engineio.exceptions.QueueEmpty()
+        self.queue.task_done()
+        if first is None:
+            return []
+        packets = [first]
+        while not self.queue.empty():
+            pkt = self.queue.get_nowait()
+            self.queue.task_done()
+            if pkt is None:
+                # Ends the writer once this batch is written.
+                self.queue.put_nowait(None)
+                break
+            packets.append(pkt)
+        return packets
+
+    async def _websocket_handler(self, ws):
+        self._ws = ws
+        try:
+            return await super()._websocket_handler(ws)
+        finally:
+            self._ws = None
+
+
+class _DirectSockets(dict):
+    """python-engineio's table of sockets, making each new one a DirectSocket as
+    it is entered. Relies on: AsyncServer._handle_connect creating an AsyncSocket
+    and entering it in .sockets before anything is sent on it."""
+
+    def __setitem__(self, sid, socket):
+        if type(socket) is engineio.async_socket.AsyncSocket:
+            socket.__class__ = DirectSocket
+        super().__setitem__(sid, socket)
+
+
+class LightQueue:
+    """The part of asyncio.Queue that python-engineio's sockets and its Tornado handler
+    use (put, get, their _nowait forms, empty, qsize, task_done, join), in one deque.
+    asyncio.Queue allocates four deques up front (items, getters, putters, its
+    Event's waiters), about 3 KiB; a connection holds two queues for its lifetime."""
+
+    __slots__ = ("_items", "_getters", "_unfinished", "_joined")
+
+    def __init__(self):
+        self._items = collections.deque()
+        self._getters = None     # futures of get() calls waiting, once there are any
+        self._unfinished = 0
+        self._joined = None      # what join() waits on, while something is unfinished
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item) -> None:
+        self._items.append(item)
+        self._unfinished += 1
+        self._wake_getter()
+
+    async def put(self, item) -> None:
+        self.put_nowait(item)
+
+    def get_nowait(self):
+        if not self._items:
+            raise asyncio.QueueEmpty()
+        return self._items.popleft()
+
+    async def get(self):
+        while not self._items:
+            getter = asyncio.get_running_loop().create_future()
+            if self._getters is None:
+                self._getters = []
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._getters.remove(getter)
+                if self._items:
+                    # The wake-up this getter took goes to the next one.
+                    self._wake_getter()
+                raise
+        return self._items.popleft()
+
+    def _wake_getter(self) -> None:
+        getters = self._getters
+        while getters:
+            getter = getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                return
+
+    def task_done(self) -> None:
+        if self._unfinished <= 0:
+            raise ValueError("task_done() called too many times")
+        self._unfinished -= 1
+        if not self._unfinished and self._joined is not None:
+            joined, self._joined = self._joined, None
+            if not joined.done():
+                joined.set_result(None)
+
+    async def join(self) -> None:
+        if self._unfinished:
+            if self._joined is None:
+                self._joined = asyncio.get_running_loop().create_future()
+            # Shielded: one waiter given up must not cancel the others' wait.
+            await asyncio.shield(self._joined)
+
+
+def direct_frames(sio: socketio.AsyncServer) -> None:
+    """Make this server's WebSockets write frames without a task each, and its
+    sockets' queues light. Relies on: AsyncServer._async (the driver's table, shared
+    by every server of the process: copied, not changed), .sockets, and
+    BaseSocket.__init__ taking its queue from server.create_queue()."""
+    eio = sio.eio
+    eio._async = dict(eio._async, websocket=FrameWriter)
+    eio.sockets = _DirectSockets(eio.sockets)
+    eio.create_queue = LightQueue
+
+
 # -- python-engineio's Tornado handler --------------------------------------------
 
-def tornado_handler(sio: socketio.AsyncServer, compression: bool, rewrite_query):
+# Frames of one WebSocket read ahead of the event being handled. Its events run one
+# after another, so past this Tornado stops reading the socket until the server
+# catches up: a client sending faster than the server handles waits in TCP, instead
+# of queueing frames (each up to max_http_buffer_size) in memory without bound.
+READ_AHEAD_FRAMES = 16
+
+
+def tornado_handler(sio: socketio.AsyncServer, compression: bool, rewrite_query,
+                    write_buffer_limit: int | None = None):
     """python-engineio's Tornado request handler, with what the message path needs.
-    Relies on: the handler's receive_queue (frames of a WebSocket go there) and
-    translate_request reading the query from request.query."""
+    Relies on: the handler's receive_queue (frames of a WebSocket go there, read by
+    get_next_message, ended by on_close's None), translate_request reading the query
+    from request.query, and Tornado waiting for a future that on_message returns
+    before it reads the next frame."""
     base = socketio.get_tornado_handler(sio)
 
     class SocketIOHandler(base):
+        _resume = None  # set while reading waits for the queue to shrink
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.receive_queue = LightQueue()
+
         def get_compression_options(self):
             # permessage-deflate keeps a zlib context per socket: ~150 KiB of an idle
             # connection's ~190 KiB. Chat frames are small, so it is off unless asked.
@@ -221,15 +445,63 @@ def tornado_handler(sio: socketio.AsyncServer, compression: bool, rewrite_query)
             # with Nagle's algorithm the second frame waits for the client's delayed
             # ACK (~40 ms on Linux), which made createMessage take 50 ms on localhost.
             self.set_nodelay(True)
+            if write_buffer_limit:
+                self.ws_connection.stream.max_write_buffer_size = write_buffer_limit
             self.request.query = rewrite_query(self.request.query)
             await super().open(*args, **kwargs)
 
         def on_message(self, message):
             # The library's on_message is a coroutine, which Tornado wraps in a task
             # per frame only to put the frame on an unbounded queue.
-            self.receive_queue.put_nowait(message)
+            queue = self.receive_queue
+            queue.put_nowait(message)
+            if queue.qsize() >= READ_AHEAD_FRAMES:
+                self._resume = asyncio.get_running_loop().create_future()
+                return self._resume
+            return None
+
+        async def get_next_message(self):
+            message = await self.receive_queue.get()
+            self._go_on()
+            return message
+
+        def on_close(self):
+            super().on_close()
+            self._go_on(closed=True)
+
+        def _go_on(self, closed=False):
+            resume = self._resume
+            if resume is not None and (
+                    closed or self.receive_queue.qsize() < READ_AHEAD_FRAMES):
+                self._resume = None
+                if not resume.done():
+                    resume.set_result(None)
 
     return SocketIOHandler
+
+
+# What is read of a connection's environ after it is accepted: by syarah.transport
+# .handshake (the token and the query, should the client connect the namespace again
+# on the same connection, and the address through the Tornado handler).
+ENVIRON_KEPT = ("QUERY_STRING", "HTTP_AUTHORIZATION", "REMOTE_ADDR", "tornado.handler")
+
+
+def keep_what_is_read(environ: dict) -> None:
+    """Once a connection is accepted, let go of what its environ and Tornado request
+    hold that nothing reads again: python-socketio keeps the environ (every header,
+    about 4 KiB) for the connection's life, and the WebSocket handler its request
+    (with the parsed query). The dict is emptied in place, because the library's
+    coroutines hold the same one. Relies on: python-socketio and python-engineio
+    reading a connection's environ only while connecting; Tornado reading
+    request.arguments only for the request itself (a WebSocket's handshake, or a
+    poll already answered when the connect arrives)."""
+    kept = {key: environ[key] for key in ENVIRON_KEPT if key in environ}
+    environ.clear()
+    environ.update(kept)
+    request = tornado_request(kept)
+    if request is not None:
+        # Its headers stay: Tornado's HTTP1Connection holds the same object.
+        request.arguments, request.query_arguments, request.body_arguments = {}, {}, {}
 
 
 def tornado_request(environ: dict):

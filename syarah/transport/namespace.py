@@ -133,6 +133,7 @@ class ChatNamespace(socketio.AsyncNamespace):
             self.observer.connection_refused("INTERNAL")
             raise socketio.exceptions.ConnectionRefusedError(
                 Internal().message, {"code": "INTERNAL"})
+        compat.keep_what_is_read(environ)
 
     async def _accept(self, sid: str, environ: dict, auth) -> None:
         services, limits = self.services, self.limits

@@ -13,7 +13,7 @@ from syarah.auth import Identity
 from syarah.clock import SYSTEM, Clock
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class SocketState:
     """One connected socket: whom it claims to be and what it has proven."""
 

@@ -152,7 +152,7 @@ POLLING_PACKETS_PER_REQUEST = 1000
 
 def make_socketio(settings, client_manager=None) -> ChatServer:
     compat.set_max_decode_packets(POLLING_PACKETS_PER_REQUEST)
-    return ChatServer(
+    sio = ChatServer(
         async_mode="tornado",
         # The Redis manager for a deployment of several nodes; else the in-process one.
         client_manager=client_manager or LocalManager(),
@@ -173,3 +173,6 @@ def make_socketio(settings, client_manager=None) -> ChatServer:
         engineio_logger=logging.getLogger("engineio.server"),
         # Measured in bench/: orjson and task-free room emits cut the CPU per message.
         json=jsonlib)
+    # Measured in bench/ too: WebSocket frames written without a task each.
+    compat.direct_frames(sio)
+    return sio

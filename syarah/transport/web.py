@@ -24,16 +24,18 @@ def as_websocket_query(query: str) -> str:
     return _POLLING.sub(r"\1transport=websocket", query)
 
 
-def socketio_handler(sio, compression: bool):
+def socketio_handler(sio, settings):
     # tests/test_flutter_transport.py fails loudly if the library stops reading the
     # query from request.query.
-    return compat.tornado_handler(sio, compression, as_websocket_query)
+    return compat.tornado_handler(
+        sio, settings.websocket_compression, as_websocket_query,
+        write_buffer_limit=int(settings.websocket_write_buffer_mb * 1024 * 1024) or None)
 
 
 def make_app(services, sio, extra_routes=()) -> tornado.web.Application:
     s = {"services": services}
     routes = [
-        (r"/socket.io/", socketio_handler(sio, services.settings.websocket_compression)),
+        (r"/socket.io/", socketio_handler(sio, services.settings)),
         (r"/api/chat/getChatHeaderAsync", api.ChatHeaderHandler, s),
         (r"/api/friendships", api.FriendshipsHandler, s),
         (r"/api/friendships/([^/]+)", api.FriendshipHandler, s),
