@@ -152,8 +152,8 @@ class Server:
         elif kind == "python-socketio":
             argv = [PYTHON, os.path.join(HERE, "relay_py.py"), str(self.port)]
             health = None
-        elif kind == "python-socketio-uvloop":
-            argv = [PYTHON, os.path.join(HERE, "relay_py.py"), str(self.port), "--uvloop"]
+        elif kind == "python-socketio-asyncio":
+            argv = [PYTHON, os.path.join(HERE, "relay_py.py"), str(self.port), "--asyncio"]
             health = None
         elif kind == "python-socketio-nodeflate":
             argv = [PYTHON, os.path.join(HERE, "relay_py.py"), str(self.port),
