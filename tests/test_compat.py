@@ -336,3 +336,26 @@ def test_keeping_what_is_read_empties_the_environ_and_the_request_in_place():
     assert held is environ and sorted(environ) == [
         "HTTP_AUTHORIZATION", "QUERY_STRING", "REMOTE_ADDR", "tornado.handler"]
     assert request.query_arguments == {} and request.arguments == {}
+
+
+def test_a_packet_is_searched_for_bytes_only_when_it_uses_binary_events():
+    """EventPacket turns the search off: the class attribute must still be what
+    Packet.__init__ consults before walking the data."""
+    from syarah.transport.sockets import EventPacket
+
+    assert "self.uses_binary_events and" in inspect.getsource(socketio.packet.Packet.__init__)
+    searched = []
+
+    class Watching(EventPacket):
+        @classmethod
+        def data_is_binary(cls, data):
+            searched.append(data)
+            return False
+
+    reply = Watching(socketio.packet.ACK, data=[{"items": [{"id": 1}]}], id=7)
+    assert searched == [] and reply.encode() == '37[{"items":[{"id":1}]}]'
+    # A client's binary event still reads, attachments and all.
+    incoming = EventPacket(encoded_packet='51-["upload",{"_placeholder":true,"num":0}]')
+    assert incoming.packet_type == socketio.packet.BINARY_EVENT
+    assert incoming.add_attachment(b"\x00\x01")
+    assert incoming.data == ["upload", b"\x00\x01"]
