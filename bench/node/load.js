@@ -7,31 +7,7 @@ const { io } = require("socket.io-client");
 
 const cfg = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const now = () => performance.now();
-const TICK = 100; // clock ticks per second in /proc/PID/stat
-
-function cpuTicks(pid) {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return Number(f[11]) + Number(f[12]); // utime + stime
-  } catch (e) {
-    return NaN;
-  }
-}
-
-function rssKib(pid) {
-  try {
-    const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) : null;
-  } catch (e) {
-    return null;
-  }
-}
-
-function pct(sorted, p) {
-  if (!sorted.length) return null;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
+const { TICK, cpuTicks, rssKib, pct, call } = require("./common");
 
 function connect(user, i) {
   const query = cfg.mode === "product" ? { userId: user.id } : { room: `pair${i >> 1}` };
@@ -41,12 +17,6 @@ function connect(user, i) {
   return new Promise((resolve, reject) => {
     s.once("connect", () => resolve(s));
     s.once("connect_error", (e) => reject(new Error(`connect ${i}: ${e.message}`)));
-  });
-}
-
-function call(s, event, data) {
-  return new Promise((resolve, reject) => {
-    s.timeout(20000).emit(event, data, (err, reply) => (err ? reject(err) : resolve(reply)));
   });
 }
 

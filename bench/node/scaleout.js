@@ -9,20 +9,13 @@ const { io } = require("socket.io-client");
 
 const cfg = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const now = () => performance.now();
+const common = require("./common");
+const { cpuTicks, call } = common;
 
-function cpuTicks(pid) {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return Number(f[11]) + Number(f[12]); // utime + stime
-  } catch (e) {
-    return NaN;
-  }
-}
-
+// A percentile in ms, to the microsecond.
 function pct(sorted, p) {
-  if (!sorted.length) return null;
-  return Math.round(sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] * 1000) / 1000;
+  const v = common.pct(sorted, p);
+  return v === null ? null : Math.round(v * 1000) / 1000;
 }
 
 function connect(user) {
@@ -33,12 +26,6 @@ function connect(user) {
   return new Promise((resolve, reject) => {
     s.once("connect", () => resolve(s));
     s.once("connect_error", (e) => reject(new Error(`connect: ${e.message}`)));
-  });
-}
-
-function call(s, event, data) {
-  return new Promise((resolve, reject) => {
-    s.timeout(20000).emit(event, data, (err, reply) => (err ? reject(err) : resolve(reply)));
   });
 }
 
