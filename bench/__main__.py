@@ -146,6 +146,7 @@ def main(argv=None) -> int:
              "python-socketio": 2000 if quick else 5000,
              "node-socket.io": 2000 if quick else 5000,
              # the stack's own cost per connection, without the compressor
+             "python-socketio-asyncio": 2000 if quick else 5000,
              "python-socketio-nodeflate": 2000 if quick else 3000}
     sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
     note = busy_note()
