@@ -161,9 +161,7 @@ async def store_batch(txn, batch: list[NewMessage], store) -> list:
             stored.append(i)
             continue
         existing = await txn.fetchone(
-            f"SELECT {rows.MESSAGE_COLUMNS} FROM messages m"
-            " LEFT JOIN users u ON u.id = m.user_id"
-            " WHERE m.user_id = ? AND m.client_message_id = ?",
+            rows.MESSAGE_SELECT + " WHERE m.user_id = ? AND m.client_message_id = ?",
             r.author.id, r.client_message_id)
         if existing is None:
             raise RuntimeError("a message insert was skipped for no known reason")

@@ -7,7 +7,7 @@ from syarah.store.batch import Duplicate, MessageBatcher, NewMessage, Refused
 from syarah.store.rows import MESSAGE_COLUMNS, MESSAGE_WIDTH
 from syarah.types import MessageType
 
-_SELECT = f"SELECT {MESSAGE_COLUMNS} FROM messages m LEFT JOIN users u ON u.id = m.user_id"
+_SELECT = rows.MESSAGE_SELECT
 
 
 def _paged(engine) -> str:
@@ -53,12 +53,6 @@ class MessageStore:
 
     async def get_message(self, message_id: int) -> types.Message | None:
         row = await self.db.fetchone(_SELECT + " WHERE m.id = ?", message_id)
-        return rows.message(row) if row else None
-
-    async def get_message_by_client_id(self, user_id: str, client_message_id: str):
-        row = await self.db.fetchone(
-            _SELECT + " WHERE m.user_id = ? AND m.client_message_id = ?",
-            user_id, client_message_id)
         return rows.message(row) if row else None
 
     async def message_page(self, chat_id: int, before_id: int | None, skip: int,

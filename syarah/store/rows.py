@@ -14,6 +14,8 @@ MESSAGE_COLUMNS = ("m.id, m.chat_header_id, m.user_id, m.message, m.message_type
                    "m.caption, m.creation_ms, m.last_modification_ms, "
                    "m.client_message_id, u.name, u.avatar")
 MESSAGE_WIDTH = 11
+MESSAGE_SELECT = (f"SELECT {MESSAGE_COLUMNS} FROM messages m"
+                  " LEFT JOIN users u ON u.id = m.user_id")
 
 
 def in_list(values) -> str:

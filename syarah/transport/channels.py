@@ -118,8 +118,7 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
         # Callbacks of emits sent to a socket on another node, by the id given.
         self._remote_callbacks: dict[int, object] = {}
         self._next_callback = 0
-        # Messages of other nodes handled, and of this one skipped.
-        self.heard = 0
+        # This node's own messages skipped (other nodes' are counted by the metric).
         self.skipped = 0
 
     # -- channels ------------------------------------------------------------------
@@ -407,7 +406,6 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
         if data.startswith(self._own):
             self.skipped += 1
             return
-        self.heard += 1
         metrics.NODE_MESSAGES.inc()
         try:
             message = jsonlib.loads(data)
