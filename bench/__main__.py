@@ -85,6 +85,22 @@ def _version(metadata, name: str) -> str:
         return "not installed"
 
 
+def cpu_times() -> list[int]:
+    """The machine's CPU counters (user ... steal), for the run's steal share: on a
+    shared host the hypervisor's other guests take cycles that no load average shows."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:9]]
+
+
+def steal_note(before: list[int], after: list[int]) -> str:
+    delta = [b - a for a, b in zip(before, after)]
+    total = sum(delta) or 1
+    idle = delta[3] + delta[4]
+    return (f"during the run: steal {100 * delta[7] / total:.1f} % of the CPU time,"
+            f" busy {100 * (total - idle) / total:.1f} %, 1-minute load average at the end"
+            f" {os.getloadavg()[0]:.2f}")
+
+
 def busy_note() -> str:
     load1 = os.getloadavg()[0]
     return (f"1-minute load average {load1:.2f} on {os.cpu_count()} cores before the run"
@@ -152,6 +168,7 @@ def main(argv=None) -> int:
     note = busy_note()
     info = machine()
     progress(note)
+    times = cpu_times()
 
     db_name, db_url = procs.new_database()
     msg = {k: [] for k in servers}
@@ -195,6 +212,8 @@ def main(argv=None) -> int:
         procs.drop_database(db_name)
     if "growth" in parts:
         grow = growth.run(sizes, progress)
+    info["machine during run"] = steal_note(times, cpu_times())
+    progress(info["machine during run"])
     if sys.stderr.isatty():
         sys.stderr.write("\n")
 
