@@ -60,6 +60,10 @@ class RateLimited(ChatError):
         self.retry_after = retry_after
 
 
+# What an overloaded node answers instead of handling an event that waited too long.
+BUSY = "The server is busy; try again in a moment."
+
+
 class Unavailable(ChatError):
     code = "UNAVAILABLE"
     status = 503

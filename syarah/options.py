@@ -34,9 +34,10 @@ _DEFS = [
     ("message_batches_in_flight", 1, int,
      "message transactions one process runs at once on MariaDB (SQLite: always 1)"),
     ("busy_after_ms", 2000, int,
-     "a new message that waited this many milliseconds for its transaction to begin "
-     "is answered UNAVAILABLE and not stored, so that an overloaded node answers at "
-     "once instead of queueing without bound (0: wait without limit)"),
+     "a new message that waited this many milliseconds for its transaction to begin, "
+     "or whose client has been ahead of the server that long (its frames waiting to "
+     "be read), is answered UNAVAILABLE and not stored, so that an overloaded node "
+     "answers at once instead of queueing without bound (0: wait without limit)"),
     ("database_ssl_ca", "", str,
      "PEM CA bundle to verify MariaDB's certificate; any database_ssl_* turns TLS on"),
     ("database_ssl_cert", "", str, "PEM client certificate for MariaDB (with the key)"),

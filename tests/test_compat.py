@@ -263,6 +263,33 @@ def test_reading_pauses_once_frames_wait_and_goes_on_as_they_are_taken():
     assert asyncio.run(read())
 
 
+def test_a_client_is_ahead_from_the_first_stop_of_reading_until_a_gap_without_one(
+        monkeypatch):
+    handler_class = compat.tornado_handler(
+        socketio.AsyncServer(async_mode="tornado"), False, lambda q: q)
+
+    async def read():
+        handler = object.__new__(handler_class)
+        handler.receive_queue = asyncio.Queue()
+        assert handler.ahead_since() is None
+        for i in range(compat.READ_AHEAD_FRAMES):
+            handler.on_message(f"4m{i}")
+        first = handler.ahead_since()
+        assert first is not None
+        await handler.get_next_message()           # reading goes on: a gap begins
+        monkeypatch.setattr(compat, "AHEAD_GAP_SECONDS", 60)
+        assert handler.ahead_since() == first
+        handler.on_message("4m-again")              # stops again within the gap
+        assert handler.ahead_since() == first
+        monkeypatch.setattr(compat, "AHEAD_GAP_SECONDS", 0)
+        assert handler.ahead_since() == first       # still stopped: no gap yet
+        await handler.get_next_message()
+        await asyncio.sleep(0.01)
+        return handler.ahead_since()
+
+    assert asyncio.run(read()) is None
+
+
 # -- per-connection memory ------------------------------------------------------------
 
 def test_engineio_sockets_take_their_queue_from_the_server():

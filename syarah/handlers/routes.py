@@ -17,6 +17,10 @@ class Policy(NamedTuple):
     room_cap: bool = False
     # Changes the socket's rooms: its recovery session is written after it.
     saves_rooms: bool = False
+    # Answered UNAVAILABLE, not performed, once its client has been ahead of the
+    # server for busy_after_ms: past its ceiling a node catches up by answering at
+    # once what it could only answer late, and the client can send it again.
+    sheds: bool = False
 
 
 class Route(NamedTuple):
@@ -27,11 +31,12 @@ class Route(NamedTuple):
 
 JOINS_ROOM = Policy(room_cap=True, saves_rooms=True)
 LEAVES_ROOM = Policy(saves_rooms=True)
+SHEDS = Policy(sheds=True)
 
 # Every event needs a caller proven by a token (the event's own, else the
 # connection's) and has a per-user rate limit named after the event.
 EVENTS: dict[str, Route] = {
-    "createMessage":      Route(dto.CreateMessage,      messages.create_message),
+    "createMessage":      Route(dto.CreateMessage,      messages.create_message, SHEDS),
     "findAllMessages":    Route(dto.FindAllMessages,    messages.find_all_messages),
     "updateMessage":      Route(dto.UpdateMessage,      messages.update_message),
     "removeMessage":      Route(dto.RemoveMessage,      messages.remove_message),

@@ -31,13 +31,12 @@ from dataclasses import dataclass, field
 
 from syarah import types
 from syarah.clock import SYSTEM
-from syarah.errors import ChatError, Unavailable
+from syarah.errors import BUSY, ChatError, Unavailable
 from syarah.store import rows
 from syarah.types import FriendshipStatus
 
 log = logging.getLogger(__name__)
 
-BUSY = "The server is busy; try again in a moment."
 MAX_SIZE = 1000
 
 

@@ -40,10 +40,14 @@ ack_requested: contextvars.ContextVar[bool] = contextvars.ContextVar(
 class AckAware:
     """Mixin for socketio.AsyncServer. Relies on: AsyncServer._handle_event_internal
     (server, sid, eio_sid, data, namespace, id), called in the task that runs the
-    event handler."""
+    event handler; a DirectSocket's _ws (python-engineio's WebSocket wrapper, with
+    its tornado_handler) set while its WebSocket is read."""
 
     async def _handle_event_internal(self, server, sid, eio_sid, data, namespace, id):
         ack_requested.set(id is not None)
+        ws = getattr(self.eio.sockets.get(eio_sid), "_ws", None)
+        ahead = getattr(ws.tornado_handler, "ahead_since", None) if ws is not None else None
+        ahead_since.set(ahead() if ahead is not None else None)
         return await super()._handle_event_internal(
             server, sid, eio_sid, data, namespace, id)
 
@@ -418,6 +422,18 @@ def direct_frames(sio: socketio.AsyncServer) -> None:
 # of queueing frames (each up to max_http_buffer_size) in memory without bound.
 READ_AHEAD_FRAMES = 16
 
+# A socket whose reading has stopped for a full read-ahead again and again, with no
+# gap as long as this between two stops, has had a client ahead of the server all
+# along: its frames wait in TCP, where nothing stamps them, so that is how long they
+# are known to have waited.
+AHEAD_GAP_SECONDS = 0.25
+
+# Since when the client of the socket whose event is being handled has been ahead of
+# the server (None: it is not, or it is not on a WebSocket). Set by AckAware for the
+# task that handles the event.
+ahead_since: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "ahead_since", default=None)
+
 
 def tornado_handler(sio: socketio.AsyncServer, compression: bool, rewrite_query,
                     write_buffer_limit: int | None = None):
@@ -430,6 +446,10 @@ def tornado_handler(sio: socketio.AsyncServer, compression: bool, rewrite_query,
 
     class SocketIOHandler(base):
         _resume = None  # set while reading waits for the queue to shrink
+        # When reading first stopped in the run of stops that the last one belongs
+        # to, and when the last stop began or ended.
+        _ahead_since = None
+        _stopped_at = 0.0
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
@@ -456,7 +476,12 @@ def tornado_handler(sio: socketio.AsyncServer, compression: bool, rewrite_query,
             queue = self.receive_queue
             queue.put_nowait(message)
             if queue.qsize() >= READ_AHEAD_FRAMES:
-                self._resume = asyncio.get_running_loop().create_future()
+                loop = asyncio.get_running_loop()
+                now = loop.time()
+                if self._ahead_since is None or now - self._stopped_at > AHEAD_GAP_SECONDS:
+                    self._ahead_since = now
+                self._stopped_at = now
+                self._resume = loop.create_future()
                 return self._resume
             return None
 
@@ -464,6 +489,14 @@ def tornado_handler(sio: socketio.AsyncServer, compression: bool, rewrite_query,
             message = await self.receive_queue.get()
             self._go_on()
             return message
+
+        def ahead_since(self) -> float | None:
+            since = self._ahead_since
+            if since is not None and self._resume is None and (
+                    asyncio.get_running_loop().time() - self._stopped_at
+                    > AHEAD_GAP_SECONDS):
+                self._ahead_since = since = None
+            return since
 
         def on_close(self):
             super().on_close()
@@ -474,6 +507,8 @@ def tornado_handler(sio: socketio.AsyncServer, compression: bool, rewrite_query,
             if resume is not None and (
                     closed or self.receive_queue.qsize() < READ_AHEAD_FRAMES):
                 self._resume = None
+                # The stop lasted until now: the next gap is counted from here.
+                self._stopped_at = asyncio.get_running_loop().time()
                 if not resume.done():
                     resume.set_result(None)
 

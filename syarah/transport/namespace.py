@@ -14,7 +14,8 @@ import time
 
 import socketio
 
-from syarah.errors import ChatError, Internal, RateLimited, Unauthorized, Unavailable, Validation
+from syarah.errors import (BUSY, ChatError, Internal, RateLimited, Unauthorized, Unavailable,
+                           Validation)
 from syarah.handlers import connection, recovery
 from syarah.handlers.context import Context, Services
 from syarah.handlers.routes import EVENTS
@@ -284,6 +285,8 @@ class ChatNamespace(socketio.AsyncNamespace):
             route = EVENTS.get(event)
             if route is None:
                 raise Validation(f"Unknown event {event!r}.")
+            if route.policy.sheds and self._behind():
+                raise Unavailable(BUSY)
             socket = self.registry.get(sid)
             if socket is None:
                 raise Validation("This socket is not connected.")
@@ -332,6 +335,15 @@ class ChatNamespace(socketio.AsyncNamespace):
             await self.emit("exception", dict(reply, event=event), to=sid)
             return None
         return reply
+
+    def _behind(self) -> bool:
+        """Whether the client of this event has been ahead of the server (its frames
+        waiting to be read) for busy_after_ms."""
+        since = compat.ahead_since.get()
+        if since is None:
+            return False
+        limit = self.services.settings.busy_after_ms
+        return bool(limit) and asyncio.get_running_loop().time() - since >= limit / 1000
 
     async def _caller(self, socket: SocketState, token: str | None) -> User:
         """The caller of an event: the event's own token wins, else what the socket
