@@ -8,6 +8,11 @@ mirrors counts to Redis under keys only it writes:
     {prefix}:node:{id}:view:{chat}    hash: user id -> sockets of that user viewing chat
     {prefix}:bus                      channel: what every node must do (group removals)
 
+On a Redis Cluster the prefix is a hash tag (``{prefix}``, syarah.redis_link.key_base):
+every key above is on one slot, so the MULTI blocks and the SCANs below stay on the
+shard that owns it, and the bus is a sharded channel of that shard (a plain PUBLISH
+is copied to every shard, and counts only the listeners of the shard it was sent to).
+
 A node that stops heartbeating stops counting after ``ttl`` seconds. The first live
 node whose sweep finds it takes it out of the live set (one ZREM: exactly one node
 wins it), tells its users' partners that those who are online nowhere else went
@@ -29,7 +34,7 @@ import uuid
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from syarah.presence import LocalPresence, Presence
-from syarah.redis_link import REDIS_TROUBLE, RETRY_SECONDS, RedisLink
+from syarah.redis_link import REDIS_TROUBLE, RETRY_SECONDS, RedisLink, is_cluster
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,7 @@ class RedisPresence(Presence):
         self.prefix = prefix
         self.ttl = ttl
         self.link = link or RedisLink()
+        self.cluster = is_cluster(redis)
         self.node_id = uuid.uuid4().hex[:12]
         self.local = LocalPresence()
         # Redis holds what this node owns. While it does not, changes are made here
@@ -83,6 +89,20 @@ class RedisPresence(Presence):
 
     def _bus(self):
         return f"{self.prefix}:bus"
+
+    def _scan(self, match: str):
+        """The keys matching ``match``; on a cluster, asked of the shard that holds
+        them only (a shard down elsewhere does not stop presence)."""
+        if self.cluster:
+            return self.redis.scan_iter(match=match, count=1000,
+                                        target_nodes=self.redis.get_node_from_key(match))
+        return self.redis.scan_iter(match=match, count=1000)
+
+    async def _publish(self, message: str) -> int:
+        """Listeners of the bus that heard ``message``."""
+        if self.cluster:
+            return await self.redis.spublish(self._bus(), message)
+        return await self.redis.publish(self._bus(), message)
 
     # lifecycle
 
@@ -142,8 +162,7 @@ class RedisPresence(Presence):
         """Replace whatever Redis holds of this node by what this node knows."""
         expire = int(self.ttl * 2)
         self._dirty.clear()
-        stale = [key async for key in self.redis.scan_iter(
-            match=self._view(self.node_id, "*"), count=1000)]
+        stale = [key async for key in self._scan(self._view(self.node_id, "*"))]
         async with self.redis.pipeline(transaction=True) as p:
             p.delete(self._sockets(self.node_id), *stale)
             counts = {u: len(s) for u, s in self.local._sockets.items()}
@@ -206,8 +225,7 @@ class RedisPresence(Presence):
             if not claimed:
                 continue    # another node's sweep took it first
             users = {_text(u) for u, c in counts.items() if int(c) > 0}
-            views = [key async for key in self.redis.scan_iter(
-                match=self._view(node, "*"), count=1000)]
+            views = [key async for key in self._scan(self._view(node, "*"))]
             await self.redis.delete(self._sockets(node), *views)
             gone = users - await self.online(users)
             log.warning("node %s stopped heartbeating: %d of its users went offline",
@@ -276,6 +294,13 @@ class RedisPresence(Presence):
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
+                if self.cluster:
+                    await pubsub.ssubscribe(self._bus())
+                    while True:
+                        message = await pubsub.get_sharded_message(
+                            ignore_subscribe_messages=True, timeout=RETRY_SECONDS)
+                        if message is not None:
+                            await self._heard(message.get("data"))
                 await pubsub.subscribe(self._bus())
                 async for message in pubsub.listen():
                     await self._heard(message.get("data"))
@@ -316,7 +341,7 @@ class RedisPresence(Presence):
             now = time.monotonic()
             while pending:
                 first, message = pending[0]
-                heard = await self.redis.publish(self._bus(), message)
+                heard = await self._publish(message)
                 pending.pop(0)
                 if heard < nodes and now - first < REMOVAL_RETRY_SECONDS:
                     self._removals.append((first, message))
@@ -380,8 +405,7 @@ class RedisPresence(Presence):
         """Tell the other nodes the user holds sockets on several nodes. Not retried:
         a node that misses it applies its own limits to that user until it hears
         again, at the user's next connect on another node."""
-        await self.redis.publish(self._bus(), json.dumps(
-            {"node": self.node_id, "spread": user_id}))
+        await self._publish(json.dumps({"node": self.node_id, "spread": user_id}))
 
     async def socket_count(self):
         return await self.local.socket_count()

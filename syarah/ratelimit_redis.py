@@ -34,12 +34,24 @@ from syarah.redis_link import REDIS_TROUBLE, RedisLink
 
 log = logging.getLogger("syarah.limits")
 
-# KEYS[1] the user's shared bucket (ignored when ARGV[1] is 0), KEYS[2] the live nodes.
-# ARGV: capacity, refill per second, this node, oldest live heartbeat, the per-node
-# key's head and tail, the user. Returns {1 taken / 0 empty, seconds to wait (text),
-# the user's sockets on the other live nodes}. The bucket runs on Redis's clock, so
-# the nodes' clocks need not agree.
+# KEYS[1] the user's shared bucket (ignored when ARGV[1] is 0), KEYS[2] the live nodes,
+# KEYS[3...] the per-node hashes of the other nodes this node knows to be live, whose
+# ids are ARGV[6...]. ARGV: capacity, refill per second, this node, oldest live
+# heartbeat, the field (user or address). Returns {1 taken / 0 empty, seconds to wait
+# (text), the field's count on the other live nodes}; or, when a live node is missing
+# from KEYS, {-1, '0', 0, the live nodes...} with nothing spent, to be asked again
+# with them. Every key the script reads is in KEYS, as a Redis Cluster requires (they
+# share the deployment's hash tag there). The bucket runs on Redis's clock, so the
+# nodes' clocks need not agree.
 TAKE = """
+local live = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[4], '+inf')
+local known = {}
+for i = 6, #ARGV do known[ARGV[i]] = KEYS[i - 3] end
+for _, node in ipairs(live) do
+  if node ~= ARGV[3] and not known[node] then
+    return {-1, '0', 0, unpack(live)}
+  end
+end
 local ok, wait = 1, '0'
 local capacity, refill = tonumber(ARGV[1]), tonumber(ARGV[2])
 if capacity > 0 then
@@ -60,14 +72,18 @@ if capacity > 0 then
   redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / refill * 1000) + 1000)
 end
 local elsewhere = 0
-for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[4], '+inf')) do
+for _, node in ipairs(live) do
   if node ~= ARGV[3] then
-    local n = redis.call('HGET', ARGV[5] .. node .. ARGV[6], ARGV[7])
+    local n = redis.call('HGET', known[node], ARGV[5])
     if n then elsewhere = elsewhere + tonumber(n) end
   end
 end
 return {ok, wait, elsewhere}
 """
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class SharedLimits:
@@ -94,6 +110,8 @@ class SharedLimits:
         # Set by the server: async (user id) telling the other nodes a user spread.
         self.announce = None
         self._script = redis.register_script(TAKE)
+        # The other nodes live at the last call (the script says when it changed).
+        self._nodes: list[str] = []
         self._local_only = False
         # Round trips made, for the measurements and the tests.
         self.calls = 0
@@ -117,12 +135,22 @@ class SharedLimits:
         """The script's answer, or None when Redis cannot be asked (local limits)."""
         if not self.link.up:
             return None
-        self.calls += 1
         try:
-            ok, wait, elsewhere = await self._script(
-                keys=[bucket_key, f"{self.prefix}:nodes"],
-                args=[capacity, refill, self.node_id, self.clock() - self.ttl,
-                      f"{self.prefix}:node:", kind, field])
+            # Asked again at most once per node that appeared since the last call.
+            for _ in range(3):
+                self.calls += 1
+                nodes = self._nodes
+                answer = await self._script(
+                    keys=[bucket_key or f"{self.prefix}:rate:none", f"{self.prefix}:nodes",
+                          *(f"{self.prefix}:node:{n}{kind}" for n in nodes)],
+                    args=[capacity, refill, self.node_id, self.clock() - self.ttl, field,
+                          *nodes])
+                if int(answer[0]) >= 0:
+                    break
+                self._nodes = [n for n in map(_text, answer[3:]) if n != self.node_id]
+            else:
+                return None     # nodes coming and going faster than asked: local only
+            ok, wait, elsewhere = answer[:3]
         except REDIS_TROUBLE as exc:
             self._lost(exc)
             return None

@@ -28,16 +28,18 @@ class OwnRedis:
     """redis-server on a free loopback port, without persistence: ``kill`` is kill -9,
     ``start`` again comes back on the same port, empty."""
 
-    def __init__(self):
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="syarah-redis-")
+    def __init__(self, *extra_args: str, folder: str | None = None,
+                 port: int | None = None):
+        self.port = port or free_port()
+        self.dir = folder or tempfile.mkdtemp(prefix="syarah-redis-")
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.extra_args = [a.replace("{port}", str(self.port)) for a in extra_args]
         self.proc = None
 
     def start(self, timeout: float = 10) -> "OwnRedis":
         self.proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.dir],
+             "--save", "", "--appendonly", "no", "--dir", self.dir, *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         import redis
         deadline = time.time() + timeout
@@ -65,15 +67,22 @@ def own_redis():
     r.stop()
 
 
+def deployment(make_server, redis_url: str, prefix: str):
+    """(start a node, clean up): nodes of one deployment on one new MariaDB database
+    and the Redis at ``redis_url``."""
+    url, cleanup = new_database_url("mysql")
+
+    def node(*flags):
+        return make_server(None, f"--redis-url={redis_url}", f"--redis-prefix={prefix}",
+                           f"--presence-ttl={TTL}", *flags, database_url=url)
+    return node, cleanup
+
+
 @pytest.fixture
 def nodes(own_redis, make_server):
     """Nodes of one deployment on one MariaDB database and the test's own Redis."""
-    url, cleanup = new_database_url("mysql")
-    prefix = "syarah-faults-" + uuid.uuid4().hex[:8]
-
-    def node(*flags):
-        return make_server(None, f"--redis-url={own_redis.url}", f"--redis-prefix={prefix}",
-                           f"--presence-ttl={TTL}", *flags, database_url=url)
+    node, cleanup = deployment(make_server, own_redis.url,
+                               "syarah-faults-" + uuid.uuid4().hex[:8])
     yield node
     cleanup()
 
@@ -281,7 +290,12 @@ async def test_redis_killed_during_traffic_between_two_nodes(nodes, own_redis, c
           f"{slowest:.3f} s")
     assert codes == ["ok"], during
     assert delivery is not None and presence is not None
-    # Nothing acked is missing from the store, under the id its ack gave.
+    await assert_acked_stored(b, chat_id, sender)
+
+
+async def assert_acked_stored(b, chat_id: int, sender) -> None:
+    """Nothing ``sender`` had acked is missing from the store, under the id its ack
+    gave (read page by page by ``b``)."""
     stored: dict[str, int] = {}
     last = None
     while True:
