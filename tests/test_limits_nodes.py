@@ -5,6 +5,7 @@ applies its own limits again."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import uuid
 
@@ -131,3 +132,34 @@ async def test_connection_attempts_per_user_count_on_every_node(nodes, clients):
     refusal = await refused_connect(dan_two, fake_address())
     assert refusal["data"]["code"] == "RATE_LIMITED" and "you" in refusal["message"], refusal
     assert "try again in" in refusal["message"], refusal
+
+
+async def test_connects_arriving_together_on_two_nodes_pass_the_cap_at_most(nodes):
+    """Connects of one user at the same moment on two nodes: each node's check and
+    count of the socket is one step in Redis, so no more than the cap get through."""
+    flags = ("--max-sockets-per-user=2", "--xheaders")
+    one, two = nodes(*flags), nodes(*flags)
+    ann = User(one, "Ann")
+    await register(ann)
+    ann_two = User(two, "Ann", user_id=ann.id)
+    opened = []
+
+    async def attempt(user):
+        try:
+            client = await user.connect(headers={"X-Forwarded-For": fake_address()})
+        except Exception:
+            return False
+        opened.append(client)
+        return True
+    try:
+        for _ in range(3):
+            admitted = await asyncio.gather(*(attempt(u) for u in (ann, ann_two) * 3))
+            assert sum(admitted) <= 2, admitted
+            for client in opened:
+                await client.close()
+            opened.clear()
+            # Closed sockets stop counting on both nodes before the next round.
+            await asyncio.sleep(0.5)
+    finally:
+        for client in opened:
+            await client.close()
