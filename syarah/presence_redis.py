@@ -64,6 +64,12 @@ class RedisPresence(Presence):
         # change while the rewrite is on its way are noted, (chat id or None, user id).
         self._synced = False
         self._dirty: set[tuple[int | None, str]] = set()
+        # Sockets the connect's cap check counted in this node's hash before they are
+        # added here (syarah.ratelimit_redis): sid -> (user id, when). They count in
+        # whatever this node writes, until added or released. ``generation`` goes up
+        # at each rewrite: a claim sent before one began may have been wiped by it.
+        self._claims: dict[str, tuple[str, float]] = {}
+        self.generation = 0
         # Removals from a group not yet heard by every node: (first tried, message).
         self._removals: list[tuple[float, str]] = []
         # Set by the server: async (user ids) for a crashed node's users now offline,
@@ -148,6 +154,7 @@ class RedisPresence(Presence):
                 else:
                     if loop.time() >= next_beat:
                         next_beat = loop.time() + self.ttl / 3
+                        self._drop_stale_claims()
                         await self._beat()
                     if loop.time() >= next_sweep:
                         await self._sweep()
@@ -162,10 +169,12 @@ class RedisPresence(Presence):
         """Replace whatever Redis holds of this node by what this node knows."""
         expire = int(self.ttl * 2)
         self._dirty.clear()
+        self.generation += 1
         stale = [key async for key in self._scan(self._view(self.node_id, "*"))]
         async with self.redis.pipeline(transaction=True) as p:
             p.delete(self._sockets(self.node_id), *stale)
-            counts = {u: len(s) for u, s in self.local._sockets.items()}
+            counts = {u: self._count(None, u)
+                      for u in {*self.local._sockets, *(u for u, _ in self._claims.values())}}
             if counts:
                 p.hset(self._sockets(self.node_id), mapping=counts)
                 p.expire(self._sockets(self.node_id), expire)
@@ -201,7 +210,8 @@ class RedisPresence(Presence):
     def _count(self, chat_id, user_id) -> int:
         """This node's sockets of a user, or those of them viewing a chat."""
         if chat_id is None:
-            return len(self.local._sockets.get(user_id, ()))
+            return len(self.local._sockets.get(user_id, ())) + sum(
+                1 for u, _ in self._claims.values() if u == user_id)
         return len(self.local._viewers.get(chat_id, {}).get(user_id, ()))
 
     async def _beat(self):
@@ -350,14 +360,42 @@ class RedisPresence(Presence):
 
     # Presence
 
+    def claimed(self, user_id: str, sid: str, generation: int) -> None:
+        """The connect's check counted ``sid`` in this node's hash (the script did the
+        HINCRBY); ``generation`` is presence's when the check was sent."""
+        self._claims[sid] = (user_id, time.monotonic())
+        if generation != self.generation:
+            # A rewrite ran meanwhile and may have wiped it: written again whole.
+            self._synced = False
+
+    async def release(self, user_id: str, sid: str) -> None:
+        """A counted connect that is not added after all: its count is taken back."""
+        if self._claims.pop(sid, None) is not None:
+            await self._bump(None, user_id, -1)
+
+    def _drop_stale_claims(self) -> None:
+        # A claim neither added nor released (a connect that failed on its way):
+        # after a ttl it stops counting, and the rewrite writes what this node holds.
+        old = time.monotonic() - self.ttl
+        stale = [sid for sid, (_, at) in self._claims.items() if at < old]
+        for sid in stale:
+            del self._claims[sid]
+        if stale:
+            self._synced = False
+
     async def add_socket(self, user_id, sid):
         first_here = await self.local.add_socket(user_id, sid)
-        await self._bump(None, user_id, 1)
+        if self._claims.pop(sid, None) is None:
+            await self._bump(None, user_id, 1)
         if not first_here:
             return False
         return not await self._present_elsewhere(self._sockets, [user_id])
 
     async def remove_socket(self, user_id, sid):
+        if sid in self._claims:
+            # Gone before it was added: the claim is all there is to take back.
+            await self.release(user_id, sid)
+            return False
         viewed = list(self.local._viewed_by_socket.get(sid, ()))
         last_here = await self.local.remove_socket(user_id, sid)
         for chat_id in viewed:

@@ -128,7 +128,7 @@ class Node:
             shared = limits.shared = SharedLimits(
                 self.redis, self.keys, self.presence.node_id, s.presence_ttl,
                 self.presence.link, holds=lambda user_id: user_id in registry.user_sockets,
-                addresses=registry.tokenless_sockets)
+                addresses=registry.tokenless_sockets, presence=self.presence)
             shared.announce = self.presence.announce_spread
             self.presence.on_spread = shared.heard_spread
             shared.start()

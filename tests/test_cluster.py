@@ -19,11 +19,9 @@ import pytest
 
 from conftest import IN_CI, ServerProcess, User, free_port, register
 from test_js_client import node_or_skip
-from test_limits_nodes import FLAGS
-from test_outage import Sender
-from test_production import fake_address, refused_connect
-from test_redis_faults import (REDIS_SERVER, OwnRedis, assert_acked_stored, befriend,
-                               deployment, metric, sees_online, until)
+from test_limits_nodes import FLAGS, cap_holds_on_both, together_at_most_the_cap
+from test_redis_faults import (REDIS_SERVER, OwnRedis, assert_acked_stored, deployment,
+                               metric, outage_during_traffic)
 from test_scaleout import javascript_client_on
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
@@ -171,16 +169,13 @@ async def test_keys_share_one_slot_and_room_channels_spread(cluster_nodes, own_c
 
 
 async def test_the_socket_cap_holds_across_nodes_on_a_cluster(cluster_nodes, clients):
-    one, two = cluster_nodes(*FLAGS, "--xheaders"), cluster_nodes(*FLAGS, "--xheaders")
-    ann = User(one, "Ann")
-    await register(ann)
-    ann_two = User(two, "Ann", user_id=ann.id)
-    await clients(ann, headers={"X-Forwarded-For": fake_address()})
-    await clients(ann_two, headers={"X-Forwarded-For": fake_address()})
-    for user in (ann, ann_two):
-        refusal = await refused_connect(user, fake_address())
-        assert refusal["data"]["code"] == "RATE_LIMITED", refusal
-        assert "2 connections open" in refusal["message"], refusal
+    flags = (*FLAGS, "--xheaders")
+    await cap_holds_on_both(cluster_nodes(*flags), cluster_nodes(*flags), clients)
+
+
+async def test_connects_arriving_together_on_two_nodes_pass_the_cap_at_most(cluster_nodes):
+    flags = ("--max-sockets-per-user=2", "--xheaders")
+    await together_at_most_the_cap(cluster_nodes(*flags), cluster_nodes(*flags))
 
 
 async def test_a_shard_killed_and_restarted_during_traffic(cluster_nodes, own_cluster,
@@ -189,54 +184,29 @@ async def test_a_shard_killed_and_restarted_during_traffic(cluster_nodes, own_cl
     channel is killed -9 and restarted: every acked message is stored, and delivery
     across the nodes comes back once the cluster is whole again."""
     one, two = cluster_nodes(), cluster_nodes()
-    ann, bob = User(one, "Ann"), User(two, "Bob")
-    await register(ann, bob)
-    await befriend(ann, bob)
-    a, b = await clients(ann), await clients(bob)
-    chat_id = (await a.call("joinRoom", {"otherUserId": bob.id}))["chatHeaderId"]
-    await b.call("joinRoom", {"chatHeaderId": chat_id})
-    arrivals: dict[int, float] = {}
+    killed = []
 
-    @b.sio.on("message")
-    async def arrived(data):
-        arrivals[data["chatMessage"]["id"]] = time.monotonic()
+    def kill(run):
+        killed.append(own_cluster.owner(f"{prefix}:room:chat:{run.chat_id}"))
+        own_cluster.kill(killed[0])
 
-    shard = own_cluster.owner(f"{prefix}:room:chat:{chat_id}")
-    sender = Sender(a, chat_id)
-    traffic = asyncio.create_task(sender.run())
-    try:
-        assert await until(lambda: _true(len(arrivals) >= 20), 10) is not None
-        own_cluster.kill(shard)
-        down = time.monotonic()
-        await asyncio.sleep(DOWN_SECONDS)
-        down_flag = metric(one, "syarah_redis_up")
-        own_cluster.restart(shard)
-        healed = await asyncio.to_thread(own_cluster.wait_ok)
-        up = time.monotonic()
-        acked_before_up = set(sender.acked.values())
+    async def meanwhile(run):
+        return metric(one, "syarah_redis_up")
 
-        async def crossed():
-            return any(t > up and i not in acked_before_up for i, t in arrivals.items())
-        delivery = await until(crossed, 15)
-
-        async def both_online():
-            return await sees_online(a, bob.id) and await sees_online(b, ann.id)
-        presence = await until(both_online, 15)
-        await asyncio.sleep(0.5)
-    finally:
-        sender.stop = True
-        await asyncio.wait_for(traffic, 20)
-    during = sender.since(down)
-    codes = sorted({o[0] for o in during})
-    print(f"\nshard down {DOWN_SECONDS} s: {len([o for o in during if o[1] < up])} "
-          f"messages acked on node one; cluster ok {healed:.2f} s after the restart; "
-          f"cross-node delivery back {delivery and round(delivery, 2)} s after that, "
-          f"presence {presence and round(presence, 2)} s; replies {codes}")
-    assert down_flag == 0
-    assert codes == ["ok"], during
-    assert delivery is not None and presence is not None
+    async def restart():
+        own_cluster.restart(killed[0])
+        return await asyncio.to_thread(own_cluster.wait_ok)
+    run = await outage_during_traffic(one, two, clients, kill, meanwhile, restart,
+                                      seconds=DOWN_SECONDS)
+    print(f"\nshard down {DOWN_SECONDS} s: {run.acked_while_down} messages acked on node "
+          f"one; cluster ok {run.mended:.2f} s after the restart; cross-node delivery "
+          f"back {run.delivery and round(run.delivery, 2)} s after that, presence "
+          f"{run.presence and round(run.presence, 2)} s; replies {run.codes}")
+    assert run.seen == 0
+    assert run.codes == ["ok"], run.during
+    assert run.delivery is not None and run.presence is not None
     assert metric(one, "syarah_redis_up") == 1 and metric(two, "syarah_redis_up") == 1
-    await assert_acked_stored(b, chat_id, sender)
+    await assert_acked_stored(run.b, run.chat_id, run.sender)
     assert "Traceback" not in one.log() + two.log()
 
 
@@ -252,7 +222,3 @@ async def test_what_a_cluster_cannot_carry_is_refused_at_start(own_cluster, flag
         srv.start()
     assert srv.proc.wait(10) == 2
     assert words in srv.log(), srv.log()[-2000:]
-
-
-async def _true(value):
-    return value
