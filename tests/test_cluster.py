@@ -20,8 +20,11 @@ import pytest
 from conftest import IN_CI, ServerProcess, User, free_port, register
 from test_js_client import node_or_skip
 from test_limits_nodes import FLAGS, cap_holds_on_both, together_at_most_the_cap
+from syarah.redis_link import open_client
 from test_redis_faults import (REDIS_SERVER, OwnRedis, assert_acked_stored, deployment,
-                               metric, outage_during_traffic)
+                               metric, outage_during_traffic, until)
+import test_room_channels
+from test_room_channels import Node as ChannelNode
 from test_scaleout import javascript_client_on
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
@@ -222,3 +225,25 @@ async def test_what_a_cluster_cannot_carry_is_refused_at_start(own_cluster, flag
         srv.start()
     assert srv.proc.wait(10) == 2
     assert words in srv.log(), srv.log()[-2000:]
+
+
+async def test_the_room_channel_manager_across_the_shards(own_cluster, prefix):
+    """In process, test_room_channels' emits, leaves, disconnects and callback between
+    two managers, their channels on three shards (an emit to several rooms is one
+    SPUBLISH pipeline over several shards)."""
+    nodes = [ChannelNode(own_cluster.url, prefix, "sharded",
+                         client=await open_client(own_cluster.url)) for _ in range(2)]
+    try:
+        assert all(n.manager._cluster for n in nodes)
+
+        async def settled():
+            return all(n.manager._node_channel in n.manager._live for n in nodes)
+        assert await until(settled, 5) is not None
+        await test_room_channels.\
+            test_emits_leaves_and_disconnects_reach_the_node_that_holds_the_socket(
+                (nodes, None))
+        assert len({n.manager._shards[s].client.connection_pool.connection_kwargs["port"]
+                    for n in nodes for s in n.manager._shards}) == SHARDS
+    finally:
+        for n in nodes:
+            await n.close()
