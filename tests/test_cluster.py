@@ -20,7 +20,7 @@ import pytest
 from conftest import IN_CI, ServerProcess, User, free_port, register
 from test_js_client import node_or_skip
 from test_limits_nodes import FLAGS, cap_holds_on_both, together_at_most_the_cap
-from syarah.redis_link import open_client
+from syarah.redis_link import key_base, open_client
 from test_redis_faults import (REDIS_SERVER, OwnRedis, assert_acked_stored, deployment,
                                metric, outage_during_traffic, until)
 import test_room_channels
@@ -247,3 +247,10 @@ async def test_the_room_channel_manager_across_the_shards(own_cluster, prefix):
     finally:
         for n in nodes:
             await n.close()
+
+
+def test_the_key_head_is_a_hash_tag_on_a_cluster_only():
+    assert key_base("syarah", cluster=True) == "{syarah}"
+    assert key_base("syarah", cluster=False) == "syarah"
+    # A prefix that chose its own tag keeps it.
+    assert key_base("{chat}:eu", cluster=True) == "{chat}:eu"

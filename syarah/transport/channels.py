@@ -380,7 +380,7 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
             if shard.client is not None:
                 with contextlib.suppress(Exception):
                     await shard.client.aclose()
-        failed = self._failed
+        failed, self._failed = self._failed, None
         if failed is not None and failed.done():
             failed.exception()      # seen: no "never retrieved" warning
 
