@@ -104,6 +104,9 @@ _DEFS = [
      "with redis_manager rooms: sharded (SPUBLISH/SSUBSCRIBE, Redis 7+), plain "
      "(PUBLISH/SUBSCRIBE), or auto (sharded where Redis has it); every node of a "
      "deployment must use the same"),
+    ("redis_cluster", "auto", str,
+     "yes: redis_url names a node of a Redis Cluster (the client follows its slots); "
+     "no: a single Redis; auto: a cluster when that server says cluster_enabled"),
     ("presence_ttl", 45.0, float,
      "seconds after which a silent node's users stop counting as online (and their "
      "friends are told they went offline)"),
@@ -249,6 +252,7 @@ class Settings:
     redis_prefix: str
     redis_manager: str
     redis_pubsub: str
+    redis_cluster: str
     presence_ttl: float
     fcm_service_account_file: str
     fcm_endpoint: str

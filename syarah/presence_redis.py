@@ -8,6 +8,11 @@ mirrors counts to Redis under keys only it writes:
     {prefix}:node:{id}:view:{chat}    hash: user id -> sockets of that user viewing chat
     {prefix}:bus                      channel: what every node must do (group removals)
 
+On a Redis Cluster the prefix is a hash tag (``{prefix}``, syarah.redis_link.key_base):
+every key above is on one slot, so the MULTI blocks and the SCANs below stay on the
+shard that owns it, and the bus is a sharded channel of that shard (a plain PUBLISH
+is copied to every shard, and counts only the listeners of the shard it was sent to).
+
 A node that stops heartbeating stops counting after ``ttl`` seconds. The first live
 node whose sweep finds it takes it out of the live set (one ZREM: exactly one node
 wins it), tells its users' partners that those who are online nowhere else went
@@ -29,7 +34,7 @@ import uuid
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from syarah.presence import LocalPresence, Presence
-from syarah.redis_link import REDIS_TROUBLE, RETRY_SECONDS, RedisLink
+from syarah.redis_link import REDIS_TROUBLE, RETRY_SECONDS, RedisLink, is_cluster
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,7 @@ class RedisPresence(Presence):
         self.prefix = prefix
         self.ttl = ttl
         self.link = link or RedisLink()
+        self.cluster = is_cluster(redis)
         self.node_id = uuid.uuid4().hex[:12]
         self.local = LocalPresence()
         # Redis holds what this node owns. While it does not, changes are made here
@@ -58,6 +64,12 @@ class RedisPresence(Presence):
         # change while the rewrite is on its way are noted, (chat id or None, user id).
         self._synced = False
         self._dirty: set[tuple[int | None, str]] = set()
+        # Sockets the connect's cap check counted in this node's hash before they are
+        # added here (syarah.ratelimit_redis): sid -> (user id, when). They count in
+        # whatever this node writes, until added or released. ``generation`` goes up
+        # at each rewrite: a claim sent before one began may have been wiped by it.
+        self._claims: dict[str, tuple[str, float]] = {}
+        self.generation = 0
         # Removals from a group not yet heard by every node: (first tried, message).
         self._removals: list[tuple[float, str]] = []
         # Set by the server: async (user ids) for a crashed node's users now offline,
@@ -83,6 +95,20 @@ class RedisPresence(Presence):
 
     def _bus(self):
         return f"{self.prefix}:bus"
+
+    def _scan(self, match: str):
+        """The keys matching ``match``; on a cluster, asked of the shard that holds
+        them only (a shard down elsewhere does not stop presence)."""
+        if self.cluster:
+            return self.redis.scan_iter(match=match, count=1000,
+                                        target_nodes=self.redis.get_node_from_key(match))
+        return self.redis.scan_iter(match=match, count=1000)
+
+    async def _publish(self, message: str) -> int:
+        """Listeners of the bus that heard ``message``."""
+        if self.cluster:
+            return await self.redis.spublish(self._bus(), message)
+        return await self.redis.publish(self._bus(), message)
 
     # lifecycle
 
@@ -128,6 +154,7 @@ class RedisPresence(Presence):
                 else:
                     if loop.time() >= next_beat:
                         next_beat = loop.time() + self.ttl / 3
+                        self._drop_stale_claims()
                         await self._beat()
                     if loop.time() >= next_sweep:
                         await self._sweep()
@@ -142,11 +169,12 @@ class RedisPresence(Presence):
         """Replace whatever Redis holds of this node by what this node knows."""
         expire = int(self.ttl * 2)
         self._dirty.clear()
-        stale = [key async for key in self.redis.scan_iter(
-            match=self._view(self.node_id, "*"), count=1000)]
+        self.generation += 1
+        stale = [key async for key in self._scan(self._view(self.node_id, "*"))]
         async with self.redis.pipeline(transaction=True) as p:
             p.delete(self._sockets(self.node_id), *stale)
-            counts = {u: len(s) for u, s in self.local._sockets.items()}
+            counts = {u: self._count(None, u)
+                      for u in {*self.local._sockets, *(u for u, _ in self._claims.values())}}
             if counts:
                 p.hset(self._sockets(self.node_id), mapping=counts)
                 p.expire(self._sockets(self.node_id), expire)
@@ -182,7 +210,8 @@ class RedisPresence(Presence):
     def _count(self, chat_id, user_id) -> int:
         """This node's sockets of a user, or those of them viewing a chat."""
         if chat_id is None:
-            return len(self.local._sockets.get(user_id, ()))
+            return len(self.local._sockets.get(user_id, ())) + sum(
+                1 for u, _ in self._claims.values() if u == user_id)
         return len(self.local._viewers.get(chat_id, {}).get(user_id, ()))
 
     async def _beat(self):
@@ -206,8 +235,7 @@ class RedisPresence(Presence):
             if not claimed:
                 continue    # another node's sweep took it first
             users = {_text(u) for u, c in counts.items() if int(c) > 0}
-            views = [key async for key in self.redis.scan_iter(
-                match=self._view(node, "*"), count=1000)]
+            views = [key async for key in self._scan(self._view(node, "*"))]
             await self.redis.delete(self._sockets(node), *views)
             gone = users - await self.online(users)
             log.warning("node %s stopped heartbeating: %d of its users went offline",
@@ -276,6 +304,13 @@ class RedisPresence(Presence):
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
+                if self.cluster:
+                    await pubsub.ssubscribe(self._bus())
+                    while True:
+                        message = await pubsub.get_sharded_message(
+                            ignore_subscribe_messages=True, timeout=RETRY_SECONDS)
+                        if message is not None:
+                            await self._heard(message.get("data"))
                 await pubsub.subscribe(self._bus())
                 async for message in pubsub.listen():
                     await self._heard(message.get("data"))
@@ -316,7 +351,7 @@ class RedisPresence(Presence):
             now = time.monotonic()
             while pending:
                 first, message = pending[0]
-                heard = await self.redis.publish(self._bus(), message)
+                heard = await self._publish(message)
                 pending.pop(0)
                 if heard < nodes and now - first < REMOVAL_RETRY_SECONDS:
                     self._removals.append((first, message))
@@ -325,14 +360,42 @@ class RedisPresence(Presence):
 
     # Presence
 
+    def claimed(self, user_id: str, sid: str, generation: int) -> None:
+        """The connect's check counted ``sid`` in this node's hash (the script did the
+        HINCRBY); ``generation`` is presence's when the check was sent."""
+        self._claims[sid] = (user_id, time.monotonic())
+        if generation != self.generation:
+            # A rewrite ran meanwhile and may have wiped it: written again whole.
+            self._synced = False
+
+    async def release(self, user_id: str, sid: str) -> None:
+        """A counted connect that is not added after all: its count is taken back."""
+        if self._claims.pop(sid, None) is not None:
+            await self._bump(None, user_id, -1)
+
+    def _drop_stale_claims(self) -> None:
+        # A claim neither added nor released (a connect that failed on its way):
+        # after a ttl it stops counting, and the rewrite writes what this node holds.
+        old = time.monotonic() - self.ttl
+        stale = [sid for sid, (_, at) in self._claims.items() if at < old]
+        for sid in stale:
+            del self._claims[sid]
+        if stale:
+            self._synced = False
+
     async def add_socket(self, user_id, sid):
         first_here = await self.local.add_socket(user_id, sid)
-        await self._bump(None, user_id, 1)
+        if self._claims.pop(sid, None) is None:
+            await self._bump(None, user_id, 1)
         if not first_here:
             return False
         return not await self._present_elsewhere(self._sockets, [user_id])
 
     async def remove_socket(self, user_id, sid):
+        if sid in self._claims:
+            # Gone before it was added: the claim is all there is to take back.
+            await self.release(user_id, sid)
+            return False
         viewed = list(self.local._viewed_by_socket.get(sid, ()))
         last_here = await self.local.remove_socket(user_id, sid)
         for chat_id in viewed:
@@ -380,8 +443,7 @@ class RedisPresence(Presence):
         """Tell the other nodes the user holds sockets on several nodes. Not retried:
         a node that misses it applies its own limits to that user until it hears
         again, at the user's next connect on another node."""
-        await self.redis.publish(self._bus(), json.dumps(
-            {"node": self.node_id, "spread": user_id}))
+        await self._publish(json.dumps({"node": self.node_id, "spread": user_id}))
 
     async def socket_count(self):
         return await self.local.socket_count()

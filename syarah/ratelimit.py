@@ -187,15 +187,17 @@ class Limits:
             bucket.give_back(user_id)
             self.refuse(action, "user", wait)
 
-    async def connect_shared(self, user_id: str) -> int:
+    async def connect_shared(self, user_id: str, sid: str, here: int) -> tuple[int, bool]:
         """At a token-proven connect, after the node's own checks: spend the user's
-        shared connect bucket; returns the user's sockets on the other nodes (the
-        socket cap counts them). One round trip, whoever the user is."""
+        shared connect bucket and, under the socket cap, count the socket across the
+        nodes in the same step (``here``: the user's sockets on this node). Returns
+        the user's sockets on the other nodes and whether the cap refused the socket.
+        One round trip, whoever the user is."""
         bucket = self.buckets.get(("connect", "user"))
-        wait, elsewhere = await self.shared.take(
-            "connect", user_id, bucket.capacity if bucket else 0,
-            bucket.refill if bucket else 0)
+        wait, elsewhere, over = await self.shared.connect(
+            user_id, sid, bucket.capacity if bucket else 0,
+            bucket.refill if bucket else 0, self.max_sockets_per_user, here)
         if wait is not None:
             bucket.give_back(user_id)
             self.refuse("connect", "user", wait)
-        return elsewhere
+        return elsewhere, over

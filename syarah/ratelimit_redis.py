@@ -16,6 +16,11 @@ this module keeps beside presence's: {prefix}:node:{id}:addresses (address -> th
 node's tokenless sockets from it), expiring unless the node renews them, and
 rewritten whole when Redis comes back.
 
+The socket cap per user is checked and counted in one step: the connect's script
+adds the socket to this node's count as it counts the other nodes' (or refuses it),
+so connects of one user on two nodes at the same moment cannot both pass it; the
+count is presence's from there (RedisPresence.claimed).
+
 How a node learns that a user spread: the connect that finds the user's sockets on
 another node marks the user here and tells every node on the presence bus (after this
 node's count is in Redis, so the others' next check sees it).
@@ -34,12 +39,28 @@ from syarah.redis_link import REDIS_TROUBLE, RedisLink
 
 log = logging.getLogger("syarah.limits")
 
-# KEYS[1] the user's shared bucket (ignored when ARGV[1] is 0), KEYS[2] the live nodes.
-# ARGV: capacity, refill per second, this node, oldest live heartbeat, the per-node
-# key's head and tail, the user. Returns {1 taken / 0 empty, seconds to wait (text),
-# the user's sockets on the other live nodes}. The bucket runs on Redis's clock, so
-# the nodes' clocks need not agree.
+# KEYS[1] the user's shared bucket (ignored when ARGV[1] is 0), KEYS[2] the live nodes,
+# KEYS[3] this node's per-node hash, KEYS[4...] those of the other nodes this node
+# knows to be live, whose ids are ARGV[9...]. ARGV: capacity, refill per second, this
+# node, oldest live heartbeat, the field (user or address), the socket cap (0: no
+# claim), the user's sockets this node holds, seconds the node's hash lives.
+# Returns {1 taken / 0 empty / 2 over the cap, seconds to wait (text), the field's
+# count on the other live nodes}. With a cap, a taken answer has counted the new
+# socket in this node's hash in the same step, so two nodes' connects of one user
+# cannot both see the other's count without their own. When a live node is missing
+# from KEYS: {-1, '0', 0, the live nodes...}, nothing spent or counted, to be asked
+# again with them. Every key the script reads is in KEYS, as a Redis Cluster
+# requires (they share the deployment's hash tag there). The bucket runs on Redis's
+# clock, so the nodes' clocks need not agree.
 TAKE = """
+local live = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[4], '+inf')
+local known = {}
+for i = 9, #ARGV do known[ARGV[i]] = KEYS[i - 5] end
+for _, node in ipairs(live) do
+  if node ~= ARGV[3] and not known[node] then
+    return {-1, '0', 0, unpack(live)}
+  end
+end
 local ok, wait = 1, '0'
 local capacity, refill = tonumber(ARGV[1]), tonumber(ARGV[2])
 if capacity > 0 then
@@ -60,14 +81,27 @@ if capacity > 0 then
   redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / refill * 1000) + 1000)
 end
 local elsewhere = 0
-for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[4], '+inf')) do
+for _, node in ipairs(live) do
   if node ~= ARGV[3] then
-    local n = redis.call('HGET', ARGV[5] .. node .. ARGV[6], ARGV[7])
+    local n = redis.call('HGET', known[node], ARGV[5])
     if n then elsewhere = elsewhere + tonumber(n) end
   end
 end
+local cap = tonumber(ARGV[6])
+if ok == 1 and cap > 0 then
+  local here = math.max(tonumber(ARGV[7]), tonumber(redis.call('HGET', KEYS[3], ARGV[5]) or 0))
+  if here + elsewhere >= cap then
+    return {2, '0', elsewhere}
+  end
+  redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
+  redis.call('EXPIRE', KEYS[3], ARGV[8])
+end
 return {ok, wait, elsewhere}
 """
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class SharedLimits:
@@ -75,7 +109,7 @@ class SharedLimits:
 
     def __init__(self, redis, prefix: str, node_id: str, ttl: float,
                  link: RedisLink, holds=lambda user_id: False, addresses=None,
-                 clock=time.time):
+                 clock=time.time, presence=None):
         self.redis = redis
         self.prefix = prefix
         self.node_id = node_id
@@ -90,10 +124,14 @@ class SharedLimits:
         self._dirty = False
         self._task = None
         self.clock = clock
+        # The RedisPresence whose per-node socket counts the connect's claim adds to.
+        self.presence = presence
         self.spread: set[str] = set()
         # Set by the server: async (user id) telling the other nodes a user spread.
         self.announce = None
         self._script = redis.register_script(TAKE)
+        # The other nodes live at the last call (the script says when it changed).
+        self._nodes: list[str] = []
         self._local_only = False
         # Round trips made, for the measurements and the tests.
         self.calls = 0
@@ -113,16 +151,27 @@ class SharedLimits:
                         "caps are this node's own until it is back", exc)
 
     async def _run(self, field: str, bucket_key: str, capacity: float, refill: float,
-                   kind: str = ":sockets"):
+                   kind: str = ":sockets", cap: int = 0, here: int = 0):
         """The script's answer, or None when Redis cannot be asked (local limits)."""
         if not self.link.up:
             return None
-        self.calls += 1
         try:
-            ok, wait, elsewhere = await self._script(
-                keys=[bucket_key, f"{self.prefix}:nodes"],
-                args=[capacity, refill, self.node_id, self.clock() - self.ttl,
-                      f"{self.prefix}:node:", kind, field])
+            # Asked again at most once per node that appeared since the last call.
+            for _ in range(3):
+                self.calls += 1
+                nodes = self._nodes
+                answer = await self._script(
+                    keys=[bucket_key or f"{self.prefix}:rate:none", f"{self.prefix}:nodes",
+                          f"{self.prefix}:node:{self.node_id}{kind}",
+                          *(f"{self.prefix}:node:{n}{kind}" for n in nodes)],
+                    args=[capacity, refill, self.node_id, self.clock() - self.ttl, field,
+                          cap, here, int(self.ttl * 2), *nodes])
+                if int(answer[0]) >= 0:
+                    break
+                self._nodes = [n for n in map(_text, answer[3:]) if n != self.node_id]
+            else:
+                return None     # nodes coming and going faster than asked: local only
+            ok, wait, elsewhere = answer[:3]
         except REDIS_TROUBLE as exc:
             self._lost(exc)
             return None
@@ -148,6 +197,33 @@ class SharedLimits:
             return None, 0
         ok, wait, elsewhere = answer
         return (None if ok else wait), elsewhere
+
+    async def connect(self, user_id: str, sid: str, capacity: float, refill: float,
+                      cap: int, here: int) -> tuple[float | None, int, bool]:
+        """At a token-proven connect: spend a token of the user's shared connect
+        bucket (none with capacity 0) and, under a socket cap, count the socket in
+        this node's hash in the same step unless the user's sockets on every node
+        (``here`` on this one) are at the cap already. Returns the seconds until a
+        token is back (None: taken, or Redis away), the user's sockets on the other
+        live nodes, and whether the cap refused it. A counted socket is presence's to
+        keep or take back (RedisPresence.claimed, release)."""
+        presence = self.presence
+        generation = presence.generation if presence is not None else 0
+        answer = await self._run(user_id, self._bucket("connect", user_id), capacity,
+                                 refill, cap=cap if presence is not None else 0, here=here)
+        if answer is None:
+            return None, 0, False
+        ok, wait, elsewhere = answer
+        if ok == 2:
+            return None, elsewhere, True
+        if ok == 1 and cap > 0 and presence is not None:
+            presence.claimed(user_id, sid, generation)
+        return (None if ok else wait), elsewhere, False
+
+    async def release(self, user_id: str, sid: str) -> None:
+        """The connect counted by ``connect`` was refused after all, or closed."""
+        if self.presence is not None:
+            await self.presence.release(user_id, sid)
 
     async def sockets_elsewhere(self, user_id: str) -> int:
         """The user's sockets on the other live nodes (0 while Redis is away)."""

@@ -1,10 +1,14 @@
 """A node's link to the Redis that joins it to the other nodes, and what it does while
 that Redis is away: the node serves its own sockets, says so once in its log and in
-``syarah_redis_up``, and emits stop trying to cross until Redis answers again."""
+``syarah_redis_up``, and emits stop trying to cross until Redis answers again.
+
+On a Redis Cluster "away" means any shard the node needs: the one holding the
+deployment's keys, or one owning a room channel the node publishes or listens on."""
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from redis.asyncio.retry import Retry
@@ -32,16 +36,71 @@ def client_options() -> dict:
                 retry=Retry(NoBackoff(), 1))
 
 
+CLUSTER_CHOICES = ("auto", "yes", "no")
+
+
+def key_base(prefix: str, cluster: bool) -> str:
+    """The head of every key of the deployment. On a cluster the prefix is a hash tag,
+    so that all the keys share one slot: the scripts, MULTI blocks and SCANs that
+    span a node's keys and the live-node set stay on one shard. A prefix that holds
+    a tag already is taken as it is. A standalone Redis keeps the plain prefix, so
+    nodes of an earlier release go on seeing the same keys."""
+    if not cluster or re.search(r"\{[^}]+\}", prefix):
+        return prefix
+    return "{" + prefix + "}"
+
+
+def is_cluster(client) -> bool:
+    from redis.asyncio.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
+
+
+async def open_client(url: str, cluster: str = "auto"):
+    """The node's pooled client for ``url``: a ``RedisCluster`` when ``cluster`` is
+    yes, or on auto when the server says ``cluster_enabled:1`` (a single-server
+    client would be answered MOVED for most keys there), else a single-server one.
+    Raises ValueError for a choice that cannot be had."""
+    import redis.asyncio
+    from redis.asyncio.cluster import RedisCluster
+
+    if cluster not in CLUSTER_CHOICES:
+        raise ValueError(f"redis_cluster must be one of {', '.join(CLUSTER_CHOICES)}, "
+                         f"not {cluster!r}")
+    if cluster != "yes":
+        client = redis.asyncio.from_url(url, **client_options())
+        await client.ping()
+        if cluster == "no":
+            return client
+        enabled = (await client.info("cluster")).get("cluster_enabled", 0)
+        if not int(enabled):
+            return client
+        await client.aclose()
+    if not url.startswith(("redis://", "rediss://")):
+        raise ValueError("redis_cluster: a Redis Cluster is reached over redis:// or "
+                         f"rediss://, not {url.split(':', 1)[0]}://")
+    client = RedisCluster.from_url(url, **client_options())
+    await client.initialize()
+    return client
+
+
 class RedisLink:
     """Whether this node reaches Redis. The change is logged once each way, not per
-    event, and kept in the ``syarah_redis_up`` gauge."""
+    event, and kept in the ``syarah_redis_up`` gauge.
+
+    Two parts of the node find out on their own that Redis answers again: presence
+    (the keys) and the room channels (their subscription). The link is up again
+    once every part that lost it is back, so that on a cluster one shard answering
+    while another is down does not bring it up and down every second."""
 
     def __init__(self):
         self.up = True
         self._lost_at = None
+        self._down: set[str] = set()
         metrics.REDIS_UP.set(1)
 
-    def lost(self, exc: BaseException) -> None:
+    def lost(self, exc: BaseException, part: str = "keys") -> None:
+        self._down.add(part)
         if not self.up:
             return
         self.up = False
@@ -51,8 +110,9 @@ class RedisLink:
                     "presence answers from them and messages do not reach other nodes "
                     "until Redis is back", exc or type(exc).__name__)
 
-    def back(self) -> None:
-        if self.up:
+    def back(self, part: str = "keys") -> None:
+        self._down.discard(part)
+        if self.up or self._down:
             return
         self.up = True
         metrics.REDIS_UP.set(1)

@@ -27,7 +27,8 @@ from syarah.retention import DeletionPruner
 from syarah.store import open_store
 from syarah.store.database import settings_tls
 from syarah.transport import compat
-from syarah.transport.channels import RoomChannels, check_settings, pick_mode
+from syarah.transport.channels import (RoomChannels, check_cluster_settings,
+                                       check_settings, pick_mode)
 from syarah.transport.namespace import ChatNamespace
 from syarah.transport.registry import SocketRegistry
 from syarah.transport.rooms import Rooms
@@ -75,6 +76,17 @@ class Node:
         verifier = make_verifier(s)
         if s.redis_url:
             check_settings(s.redis_manager, s.redis_pubsub)
+            # Before the store opens: a setting the Redis found cannot carry stops the
+            # start with nothing to close.
+            from syarah.redis_link import is_cluster, open_client
+
+            self.redis = await open_client(s.redis_url, s.redis_cluster)
+            if is_cluster(self.redis):
+                try:
+                    check_cluster_settings(s.redis_manager, s.redis_pubsub)
+                except ValueError:
+                    await self.redis.aclose()
+                    raise
         self.store = await open_store(
             s.effective_database_url, pool_size=s.db_pool_size, timeout=s.db_timeout,
             run_migrations=s.migrate_on_start, ssl=settings_tls(s))
@@ -114,9 +126,9 @@ class Node:
                 services, user_id, chat_id)
             from syarah.ratelimit_redis import SharedLimits
             shared = limits.shared = SharedLimits(
-                self.redis, s.redis_prefix, self.presence.node_id, s.presence_ttl,
+                self.redis, self.keys, self.presence.node_id, s.presence_ttl,
                 self.presence.link, holds=lambda user_id: user_id in registry.user_sockets,
-                addresses=registry.tokenless_sockets)
+                addresses=registry.tokenless_sockets, presence=self.presence)
             shared.announce = self.presence.announce_spread
             self.presence.on_spread = shared.heard_spread
             shared.start()
@@ -151,15 +163,13 @@ class Node:
         s = self.settings
         if not s.redis_url:
             return LocalPresence(), None
-        import redis.asyncio
-
         from syarah.presence_redis import RedisPresence
-        from syarah.redis_link import RedisLink, client_options
+        from syarah.redis_link import RedisLink, is_cluster, key_base
 
-        self.redis = redis.asyncio.from_url(s.redis_url, **client_options())
-        await self.redis.ping()
+        cluster = is_cluster(self.redis)
+        self.keys = key_base(s.redis_prefix, cluster)
         link = RedisLink()
-        presence = RedisPresence(self.redis, prefix=s.redis_prefix, ttl=s.presence_ttl,
+        presence = RedisPresence(self.redis, prefix=self.keys, ttl=s.presence_ttl,
                                  link=link)
         await presence.start()
         if s.redis_manager == "broadcast":
@@ -170,6 +180,8 @@ class Node:
             mode = await pick_mode(self.redis, s.redis_pubsub)
             manager = RoomChannels(self.redis, link, prefix=s.redis_prefix, mode=mode)
             how = f"a {mode} channel per room"
+        if cluster:
+            how += f", on a Redis Cluster of {len(self.redis.get_primaries())} shards"
         log.info("scale-out through Redis as node %s (%s)", presence.node_id, how)
         return presence, manager
 

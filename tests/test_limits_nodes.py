@@ -5,6 +5,7 @@ applies its own limits again."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import uuid
 
@@ -65,16 +66,7 @@ async def test_rest_calls_to_either_node_share_one_budget(nodes):
 async def test_the_socket_cap_holds_across_nodes_until_a_node_dies(nodes, clients):
     flags = (*FLAGS, "--xheaders", "--max-tokenless-sockets-per-address=2")
     one, two = nodes(*flags), nodes(*flags)
-    ann = User(one, "Ann")
-    await register(ann)
-    ann_two = User(two, "Ann", user_id=ann.id)
-    await clients(ann, headers={"X-Forwarded-For": fake_address()})
-    await clients(ann_two, headers={"X-Forwarded-For": fake_address()})
-
-    for user in (ann, ann_two):
-        refusal = await refused_connect(user, fake_address())
-        assert refusal["data"]["code"] == "RATE_LIMITED", refusal
-        assert "2 connections open" in refusal["message"], refusal
+    ann = await cap_holds_on_both(one, two, clients)
 
     # Without a token, the cap per address holds across the nodes too.
     office = fake_address()
@@ -96,6 +88,21 @@ async def test_the_socket_cap_holds_across_nodes_until_a_node_dies(nodes, client
         except Exception:
             return False
     assert await until(admitted, timeout=TTL * 4, step=0.5) is not None
+
+
+async def cap_holds_on_both(one, two, clients) -> User:
+    """Ann with a socket on each node (cap 2): a third is refused on either. Returns
+    Ann on node one."""
+    ann = User(one, "Ann")
+    await register(ann)
+    ann_two = User(two, "Ann", user_id=ann.id)
+    await clients(ann, headers={"X-Forwarded-For": fake_address()})
+    await clients(ann_two, headers={"X-Forwarded-For": fake_address()})
+    for user in (ann, ann_two):
+        refusal = await refused_connect(user, fake_address())
+        assert refusal["data"]["code"] == "RATE_LIMITED", refusal
+        assert "2 connections open" in refusal["message"], refusal
+    return ann
 
 
 async def test_with_redis_down_each_node_applies_its_own_limits(nodes, own_redis, clients):
@@ -131,3 +138,38 @@ async def test_connection_attempts_per_user_count_on_every_node(nodes, clients):
     refusal = await refused_connect(dan_two, fake_address())
     assert refusal["data"]["code"] == "RATE_LIMITED" and "you" in refusal["message"], refusal
     assert "try again in" in refusal["message"], refusal
+
+
+async def test_connects_arriving_together_on_two_nodes_pass_the_cap_at_most(nodes):
+    """Connects of one user at the same moment on two nodes: each node's check and
+    count of the socket is one step in Redis, so no more than the cap get through."""
+    flags = ("--max-sockets-per-user=2", "--xheaders")
+    await together_at_most_the_cap(nodes(*flags), nodes(*flags))
+
+
+async def together_at_most_the_cap(one, two, cap: int = 2) -> None:
+    """Rounds of six connects of one user at once, three on each node."""
+    ann = User(one, "Ann")
+    await register(ann)
+    ann_two = User(two, "Ann", user_id=ann.id)
+    opened = []
+
+    async def attempt(user):
+        try:
+            client = await user.connect(headers={"X-Forwarded-For": fake_address()})
+        except Exception:
+            return False
+        opened.append(client)
+        return True
+    try:
+        for _ in range(3):
+            admitted = await asyncio.gather(*(attempt(u) for u in (ann, ann_two) * 3))
+            assert sum(admitted) <= cap, admitted
+            for client in opened:
+                await client.close()
+            opened.clear()
+            # Closed sockets stop counting on both nodes before the next round.
+            await asyncio.sleep(0.5)
+    finally:
+        for client in opened:
+            await client.close()

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import types
 import uuid
 
 import pytest
@@ -28,16 +29,18 @@ class OwnRedis:
     """redis-server on a free loopback port, without persistence: ``kill`` is kill -9,
     ``start`` again comes back on the same port, empty."""
 
-    def __init__(self):
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="syarah-redis-")
+    def __init__(self, *extra_args: str, folder: str | None = None,
+                 port: int | None = None):
+        self.port = port or free_port()
+        self.dir = folder or tempfile.mkdtemp(prefix="syarah-redis-")
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.extra_args = [a.replace("{port}", str(self.port)) for a in extra_args]
         self.proc = None
 
     def start(self, timeout: float = 10) -> "OwnRedis":
         self.proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.dir],
+             "--save", "", "--appendonly", "no", "--dir", self.dir, *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         import redis
         deadline = time.time() + timeout
@@ -65,15 +68,22 @@ def own_redis():
     r.stop()
 
 
+def deployment(make_server, redis_url: str, prefix: str):
+    """(start a node, clean up): nodes of one deployment on one new MariaDB database
+    and the Redis at ``redis_url``."""
+    url, cleanup = new_database_url("mysql")
+
+    def node(*flags):
+        return make_server(None, f"--redis-url={redis_url}", f"--redis-prefix={prefix}",
+                           f"--presence-ttl={TTL}", *flags, database_url=url)
+    return node, cleanup
+
+
 @pytest.fixture
 def nodes(own_redis, make_server):
     """Nodes of one deployment on one MariaDB database and the test's own Redis."""
-    url, cleanup = new_database_url("mysql")
-    prefix = "syarah-faults-" + uuid.uuid4().hex[:8]
-
-    def node(*flags):
-        return make_server(None, f"--redis-url={own_redis.url}", f"--redis-prefix={prefix}",
-                           f"--presence-ttl={TTL}", *flags, database_url=url)
+    node, cleanup = deployment(make_server, own_redis.url,
+                               "syarah-faults-" + uuid.uuid4().hex[:8])
     yield node
     cleanup()
 
@@ -233,55 +243,79 @@ async def test_redis_killed_during_traffic_between_two_nodes(nodes, own_redis, c
     """Ann on one node writes to Bob on the other, back to back, while Redis is killed
     and restarted. Measured: what crosses while it is down, and how soon delivery and
     presence come back; every acked message is stored."""
-    one, two = nodes(), nodes()
+    async def meanwhile(run):
+        crossed = [i for i, t in run.arrivals.items() if t > run.down + 0.5]
+        return len(crossed), await sees_online(run.a, run.bob.id)
+
+    async def restart():
+        own_redis.start()
+    run = await outage_during_traffic(nodes(), nodes(), clients,
+                                      lambda run: own_redis.kill(), meanwhile, restart)
+    crossed_while_down, ann_sees_bob = run.seen
+    slowest = max(o[2] for o in run.during)
+    print(f"\nRedis down {DOWN_SECONDS} s: {run.acked_while_down} messages acked on "
+          f"node one, {crossed_while_down} crossed to node two; Ann saw Bob online "
+          f"while down: {ann_sees_bob}; after restart cross-node delivery back in "
+          f"{run.delivery and round(run.delivery, 2)} s, presence in "
+          f"{run.presence and round(run.presence, 2)} s; replies {run.codes}, slowest "
+          f"{slowest:.3f} s")
+    assert run.codes == ["ok"], run.during
+    assert run.delivery is not None and run.presence is not None
+    await assert_acked_stored(run.b, run.chat_id, run.sender)
+
+
+async def outage_during_traffic(one, two, clients, cut, meanwhile, mend,
+                                seconds: float = DOWN_SECONDS):
+    """Ann on ``one`` writes to Bob on ``two`` back to back; once messages cross,
+    ``cut(run)`` takes Redis (or a part of it) away for ``seconds``, ``meanwhile(run)``
+    looks at the nodes, and ``mend()`` brings it back. Returns the run: what was
+    sent and acked, when messages arrived, and how soon after ``mend`` delivery
+    across the nodes and presence were back (None: not within 15 s)."""
     ann, bob = User(one, "Ann"), User(two, "Bob")
     await register(ann, bob)
     await befriend(ann, bob)
     a, b = await clients(ann), await clients(bob)
     chat_id = (await a.call("joinRoom", {"otherUserId": bob.id}))["chatHeaderId"]
     await b.call("joinRoom", {"chatHeaderId": chat_id})
-    arrivals: dict[int, float] = {}
+    run = types.SimpleNamespace(ann=ann, bob=bob, a=a, b=b, chat_id=chat_id,
+                                arrivals={}, sender=Sender(a, chat_id))
 
     @b.sio.on("message")
     async def arrived(data):
-        arrivals[data["chatMessage"]["id"]] = time.monotonic()
+        run.arrivals[data["chatMessage"]["id"]] = time.monotonic()
 
-    sender = Sender(a, chat_id)
-    traffic = asyncio.create_task(sender.run())
+    traffic = asyncio.create_task(run.sender.run())
     try:
-        assert await until(lambda: _true(len(arrivals) >= 20), 10) is not None
-        own_redis.kill()
-        down = time.monotonic()
-        await asyncio.sleep(DOWN_SECONDS)
-        crossed_while_down = [i for i, t in arrivals.items() if t > down + 0.5]
-        ann_sees_bob = await sees_online(a, bob.id)
-        own_redis.start()
-        up = time.monotonic()
-        acked_before_up = set(sender.acked.values())
+        assert await until(lambda: _true(len(run.arrivals) >= 20), 10) is not None
+        cut(run)
+        run.down = time.monotonic()
+        await asyncio.sleep(seconds)
+        run.seen = await meanwhile(run)
+        run.mended = await mend()
+        run.up = time.monotonic()
+        acked_before_up = set(run.sender.acked.values())
 
         async def crossed():
-            return any(t > up and i not in acked_before_up for i, t in arrivals.items())
-        delivery = await until(crossed, 15)
+            return any(t > run.up and i not in acked_before_up
+                       for i, t in run.arrivals.items())
+        run.delivery = await until(crossed, 15)
 
         async def both_online():
             return await sees_online(a, bob.id) and await sees_online(b, ann.id)
-        presence = await until(both_online, 15)
+        run.presence = await until(both_online, 15)
         await asyncio.sleep(0.5)
     finally:
-        sender.stop = True
+        run.sender.stop = True
         await asyncio.wait_for(traffic, 20)
-    during = sender.since(down)
-    codes = sorted({o[0] for o in during})
-    slowest = max(o[2] for o in during)
-    print(f"\nRedis down {DOWN_SECONDS} s: {len([o for o in during if o[1] < up])} messages acked on "
-          f"node one, {len(crossed_while_down)} crossed to node two; Ann saw Bob online "
-          f"while down: {ann_sees_bob}; after restart cross-node delivery back in "
-          f"{delivery and round(delivery, 2)} s, presence in "
-          f"{presence and round(presence, 2)} s; replies {codes}, slowest "
-          f"{slowest:.3f} s")
-    assert codes == ["ok"], during
-    assert delivery is not None and presence is not None
-    # Nothing acked is missing from the store, under the id its ack gave.
+    run.during = run.sender.since(run.down)
+    run.codes = sorted({o[0] for o in run.during})
+    run.acked_while_down = len([o for o in run.during if o[1] < run.up])
+    return run
+
+
+async def assert_acked_stored(b, chat_id: int, sender) -> None:
+    """Nothing ``sender`` had acked is missing from the store, under the id its ack
+    gave (read page by page by ``b``)."""
     stored: dict[str, int] = {}
     last = None
     while True:

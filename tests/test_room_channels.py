@@ -54,8 +54,8 @@ class StandInServer:
 
 
 class Node:
-    def __init__(self, url: str, prefix: str, mode: str):
-        self.redis = redis.asyncio.from_url(url, **client_options())
+    def __init__(self, url: str, prefix: str, mode: str, client=None):
+        self.redis = client or redis.asyncio.from_url(url, **client_options())
         self.manager = RoomChannels(self.redis, RedisLink(), prefix=prefix, mode=mode)
         self.server = StandInServer()
         self.server.manager = self.manager

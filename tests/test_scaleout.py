@@ -106,7 +106,11 @@ async def test_two_nodes_with_the_javascript_client(deployment):
     presence through the personal room, a chat room both ways, and a group member
     removed while on the other node."""
     node_or_skip()
-    one, two = deployment(), deployment()
+    await javascript_client_on(deployment(), deployment())
+
+
+async def javascript_client_on(one, two) -> None:
+    """tests/js/nodes.test.js with Ann (and her group) on ``one``, Bob on ``two``."""
     users, groups = [], []
     for transport in TRANSPORTS:
         ann, bob = User(one, f"Ann ({transport})"), User(two, f"Bob ({transport})")

@@ -13,8 +13,11 @@ the socket lives, and read before each emit; a crashed node's subscriptions end 
 its connection.
 
 On Redis 7 and later the channels are sharded (SPUBLISH / SSUBSCRIBE): in a cluster a
-message goes to the shard that owns the room's slot only. Elsewhere they are plain
-channels.
+message goes to the shard that owns the room's slot only, and the rooms' channels
+(which carry no hash tag) spread over the shards. There the node holds one
+subscription connection per shard it listens on, each read and pinged on its own;
+any of them lost, or a publish refused, and the node starts its subscription over
+(while that lasts Redis counts as away). Elsewhere they are plain channels.
 
 The first local join of a room waits for Redis to confirm the subscription, so an emit
 made after the join was answered reaches the socket. Leaving the last socket of a room
@@ -39,7 +42,7 @@ import uuid
 import socketio
 
 from syarah import jsonlib, metrics
-from syarah.redis_link import REDIS_TROUBLE, RETRY_SECONDS, RedisLink
+from syarah.redis_link import REDIS_TROUBLE, RETRY_SECONDS, RedisLink, is_cluster
 from syarah.transport.sockets import DirectEmit
 
 log = logging.getLogger("syarah.channels")
@@ -68,9 +71,24 @@ def check_settings(manager: str, pubsub: str) -> None:
         raise ValueError(f"redis_pubsub must be one of {', '.join(MODES)}, not {pubsub!r}")
 
 
+def check_cluster_settings(manager: str, pubsub: str) -> None:
+    """What a Redis Cluster cannot carry, refused at start. A plain channel (and
+    python-socketio's one channel) is copied to every shard of a cluster: each shard
+    would carry every emit of the deployment, which is what sharded channels avoid."""
+    if manager == "broadcast":
+        raise ValueError("redis_manager broadcast cannot run on a Redis Cluster: its one "
+                         "channel would reach every shard with every emit; use "
+                         "redis_manager rooms (the default)")
+    if pubsub == "plain":
+        raise ValueError("redis_pubsub plain cannot run on a Redis Cluster: every plain "
+                         "message is copied to every shard; use sharded or auto")
+
+
 async def pick_mode(redis, wanted: str) -> str:
     """``sharded`` where Redis has SPUBLISH (7.0 and later; Valkey says 7.2 too),
-    else ``plain``; a forced mode is taken as it is."""
+    else ``plain``; a forced mode is taken as it is. A cluster is sharded."""
+    if is_cluster(redis):
+        return "sharded"
     if wanted != "auto":
         return wanted
     version = (await redis.info("server")).get("redis_version", "0")
@@ -111,8 +129,13 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
         self._waiters: dict[str, list[asyncio.Future]] = {}
         self._changed: set[str] = set()
         self._wake = asyncio.Event()
-        self._pubsub = None
+        self._cluster = is_cluster(redis)
+        self._shards: dict[str, _Shard] = {}
+        self._failed: asyncio.Future | None = None
+        # Sharded unsubscriptions sent and not yet confirmed, by channel.
+        self._leaving: dict[str, int] = {}
         self._connected = False
+        self._ready = False
         self._tasks: list[asyncio.Task] = []
         self._chores: set[asyncio.Task] = set()
         # Callbacks of emits sent to a socket on another node, by the id given.
@@ -291,7 +314,8 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
                     p.execute_command(self._publish_cmd, channel, text)
                 await p.execute()
         except REDIS_TROUBLE as exc:
-            self.link.lost(exc)
+            self.link.lost(exc, "channels")
+            self._fail(exc)
 
     # -- the subscription ----------------------------------------------------------
 
@@ -299,45 +323,98 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
         """Keep the node subscribed to what its rooms call for, and hand what is
         heard on to its sockets; after a lost connection, start over every second."""
         while True:
-            tasks = []
+            keeper = None
             try:
                 await self._connect()
-                tasks = [asyncio.ensure_future(self._read()),
-                         asyncio.ensure_future(self._keep_subscribed())]
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                await _end(tasks)
+                keeper = asyncio.ensure_future(self._keep_subscribed())
+                done, _ = await asyncio.wait([keeper, self._failed],
+                                             return_when=asyncio.FIRST_COMPLETED)
+                await _end([keeper])
                 for task in done:
                     task.result()
             except asyncio.CancelledError:
-                await _end(tasks)
+                await _end([keeper] if keeper else [])
                 await self._disconnect()
                 raise
             except REDIS_TROUBLE as exc:
-                self.link.lost(exc)
+                self.link.lost(exc, "channels")
             except Exception:
                 log.exception("the subscription to the room channels failed")
             await self._disconnect()
             await asyncio.sleep(RETRY_SECONDS)
 
     async def _connect(self):
-        self._pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
+        self._failed = asyncio.get_running_loop().create_future()
+        self._shards = {}
         self._asked.clear()
         self._live.clear()
         self._in_flight.clear()
+        self._leaving.clear()
         self._changed = set(self._wanted)
         self._connected = True
+        self._ready = False
         await self._sync()
+        # Every shard took its subscriptions: the link may count as back.
+        self._ready = True
+        if self._node_channel in self._live:
+            self.link.back("channels")
+
+    def _fail(self, exc: BaseException) -> None:
+        """The subscription starts over (a reader lost its shard, or a publish failed:
+        that shard's subscriptions are likely gone too)."""
+        if self._failed is not None and not self._failed.done():
+            self._failed.set_exception(exc)
 
     async def _disconnect(self):
         self._connected = False
+        self._ready = False
         for waiters in self._waiters.values():
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
+        shards, self._shards = self._shards, {}
+        await _end([s.reader for s in shards.values() if s.reader is not None])
+        for shard in shards.values():
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await shard.pubsub.aclose()
+            if shard.client is not None:
+                with contextlib.suppress(Exception):
+                    await shard.client.aclose()
+        failed, self._failed = self._failed, None
+        if failed is not None and failed.done():
+            failed.exception()      # seen: no "never retrieved" warning
+
+    def _shard(self, channel: str) -> "_Shard":
+        """The subscription connection for ``channel``: the one connection on a single
+        Redis; on a cluster, one per primary, to the one owning the channel's slot
+        (SSUBSCRIBE is served by that shard only)."""
+        node = self.redis.get_node_from_key(channel) if self._cluster else None
+        name = node.name if node is not None else ""
+        shard = self._shards.get(name)
+        if shard is None:
+            if node is None:
+                shard = _Shard(self.redis.pubsub(ignore_subscribe_messages=False))
+            else:
+                import redis.asyncio
+
+                # A client of its own on that node, with the cluster's connection
+                # settings: its reader and its pings see that shard alone.
+                client = redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(
+                    connection_class=node.connection_class, **node.connection_kwargs))
+                shard = _Shard(client.pubsub(ignore_subscribe_messages=False), client)
+            self._shards[name] = shard
+        return shard
+
+    def _batches(self, channels):
+        """(shard, channels) to send in one command: on a cluster a command's channels
+        must share a slot."""
+        groups: dict = {}
+        for c in channels:
+            groups.setdefault(self.redis.keyslot(c) if self._cluster else None, []).append(c)
+        for group in groups.values():
+            shard = self._shard(group[0])
+            for i in range(0, len(group), BATCH):
+                yield shard, group[i:i + BATCH]
 
     async def _keep_subscribed(self):
         while True:
@@ -351,36 +428,64 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
         changed, self._changed = self._changed, set()
         on = [c for c in changed if c in self._wanted and c not in self._asked]
         off = [c for c in changed if c not in self._wanted and c in self._asked]
-        sub, unsub = ((self._pubsub.ssubscribe, self._pubsub.sunsubscribe) if self.sharded
-                      else (self._pubsub.subscribe, self._pubsub.unsubscribe))
-        for i in range(0, len(off), BATCH):
-            batch = off[i:i + BATCH]
+        for shard, batch in self._batches(off):
             self._asked.difference_update(batch)
             self._live.difference_update(batch)
-            await unsub(*batch)
-        for i in range(0, len(on), BATCH):
-            batch = on[i:i + BATCH]
+            if self.sharded:
+                for c in batch:
+                    self._leaving[c] = self._leaving.get(c, 0) + 1
+                await shard.pubsub.sunsubscribe(*batch)
+            else:
+                await shard.pubsub.unsubscribe(*batch)
+        for shard, batch in self._batches(on):
             self._asked.update(batch)
             for c in batch:
                 self._in_flight[c] = self._in_flight.get(c, 0) + 1
-            await sub(*batch)
+            if self.sharded:
+                await shard.pubsub.ssubscribe(*batch)
+            else:
+                await shard.pubsub.subscribe(*batch)
+            if shard.reader is None:
+                # Its connection is open now.
+                shard.reader = asyncio.ensure_future(self._read(shard))
 
-    async def _read(self):
+    async def _read(self, shard: "_Shard"):
+        try:
+            await self._read_on(shard.pubsub)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._fail(exc)
+
+    async def _read_on(self, pubsub):
         pinged = False
         while True:
-            message = await self._pubsub.get_message(timeout=QUIET_SECONDS)
+            message = await pubsub.get_message(timeout=QUIET_SECONDS)
             if message is None:
                 if pinged:
                     raise ConnectionError("Redis did not answer a ping on the subscription")
-                await self._pubsub.ping()
+                await pubsub.ping()
                 pinged = True
                 continue
             pinged = False
-            kind = message["type"]
-            if kind in (b"smessage", b"message", "smessage", "message"):
+            kind = _str(message["type"])
+            if kind in ("smessage", "message"):
                 await self._heard(message["data"])
-            elif kind in ("ssubscribe", "subscribe", b"ssubscribe", b"subscribe"):
+            elif kind in ("ssubscribe", "subscribe"):
                 self._confirmed(_str(message["channel"]))
+            elif kind == "sunsubscribe":
+                self._left(_str(message["channel"]))
+
+    def _left(self, channel: str) -> None:
+        left = self._leaving.get(channel, 0)
+        if left > 1:
+            self._leaving[channel] = left - 1
+        elif left == 1:
+            del self._leaving[channel]
+        elif channel in self._asked:
+            # Not asked for: the shard no longer owns the channel's slot (it moved to
+            # another shard, or a replica took over). Subscribe again where it is now.
+            raise ConnectionError(f"Redis ended the subscription to {channel}")
 
     def _confirmed(self, channel: str) -> None:
         left = self._in_flight.get(channel, 1) - 1
@@ -391,9 +496,9 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
         if channel not in self._asked:
             return      # left again before Redis confirmed
         self._live.add(channel)
-        if channel == self._node_channel:
+        if channel == self._node_channel and self._ready:
             # The subscription stands again: emits may cross.
-            self.link.back()
+            self.link.back("channels")
         for waiter in self._waiters.pop(channel, ()):
             if not waiter.done():
                 waiter.set_result(None)
@@ -462,6 +567,15 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
             result = callback(*message["args"])
             if asyncio.iscoroutine(result):
                 await result
+
+
+class _Shard:
+    """One subscription connection, and the task reading it."""
+
+    def __init__(self, pubsub, client=None):
+        self.pubsub = pubsub
+        self.client = client
+        self.reader: asyncio.Task | None = None
 
 
 async def _end(tasks) -> None:

@@ -173,10 +173,19 @@ class ChatNamespace(socketio.AsyncNamespace):
                 # The sockets on the other nodes count too: the user's, or for a
                 # tokenless socket, those from its address.
                 if identity is not None:
-                    # The same round trip spends the user's shared connect bucket.
-                    elsewhere = await limits.connect_shared(user_id)
+                    # The same round trip spends the user's shared connect bucket,
+                    # and checks and counts the socket across the nodes in one step:
+                    # connects of the user on two nodes at once cannot both pass.
+                    elsewhere, over = await limits.connect_shared(
+                        user_id, sid, self.registry.proven_sockets.get(user_id, 0))
+                    if over:
+                        raise RateLimited(self.registry.cap_refusal(
+                            socket, limits.max_sockets_per_user,
+                            limits.max_tokenless_per_address))
                 elif limits.max_tokenless_per_address > 0:
                     elsewhere = await shared.address_elsewhere(socket.address or "?")
+        try:
+            if shared is not None:
                 # Again after that wait, which let other connects in. From this check
                 # to the registration nothing waits, so concurrent connects on this
                 # node cannot pass the cap together.
@@ -185,8 +194,13 @@ class ChatNamespace(socketio.AsyncNamespace):
                                                  elsewhere=elsewhere)
                 if refusal:
                     raise RateLimited(refusal)
-        if not compat.is_open(self.server, sid):
-            raise Gone()
+            if not compat.is_open(self.server, sid):
+                raise Gone()
+        except BaseException:
+            if shared is not None and identity is not None:
+                # Counted in Redis by the check above: taken back.
+                await shared.release(user_id, sid)
+            raise
         self.registry.add(socket)
         if shared is not None and identity is None:
             await shared.address_changed(socket.address or "?")

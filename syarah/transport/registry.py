@@ -78,14 +78,17 @@ class SocketRegistry:
         """The refusal when the socket would pass its cap; ``elsewhere``: the user's
         sockets on the other nodes of the deployment."""
         counts, key = self._cap_count(socket)
-        if counts is self.proven_sockets:
-            cap = per_user
-            message = f"You have {cap} connections open, the most allowed; close one first."
-        else:
-            cap = per_address
-            message = (f"{cap} connections without an access token are open from your "
-                       "address; connect with auth: {accessToken}.")
-        return message if cap > 0 and counts.get(key, 0) + elsewhere >= cap else None
+        cap = per_user if counts is self.proven_sockets else per_address
+        if cap > 0 and counts.get(key, 0) + elsewhere >= cap:
+            return self.cap_refusal(socket, per_user, per_address)
+        return None
+
+    def cap_refusal(self, socket: SocketState, per_user: int, per_address: int) -> str:
+        """What a socket over its cap is told."""
+        if self._cap_count(socket)[0] is self.proven_sockets:
+            return f"You have {per_user} connections open, the most allowed; close one first."
+        return (f"{per_address} connections without an access token are open from your "
+                "address; connect with auth: {accessToken}.")
 
     # -- lifecycle ----------------------------------------------------------------
 
