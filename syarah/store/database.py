@@ -280,6 +280,8 @@ class _Attempt:
 
 def _transaction(conn, begin, engine, fn, args, after, attempt):
     """On the connection's thread: BEGIN, ``fn``'s statements, COMMIT (or ROLLBACK)."""
+    if attempt.abandoned:
+        raise _Abandoned()   # given up on while it waited its turn
     if begin:
         conn.execute(begin)
     try:
@@ -375,7 +377,11 @@ class SqliteConnection:
         return await future
 
     async def open(self, path: str, pragmas: tuple[str, ...]) -> None:
-        self._conn = await self.call(lambda _, *a: _connect(*a), path, pragmas)
+        try:
+            self._conn = await self.call(lambda _, *a: _connect(*a), path, pragmas)
+        except BaseException:
+            self._calls.put(None)
+            raise
 
     async def close(self) -> None:
         if self._conn is not None:
