@@ -145,8 +145,9 @@ async def statement_ms(store, sql: str, args: tuple, repeat: int = REPEAT) -> fl
 
 async def plans(store, sql: str, args: tuple) -> list[str]:
     if store.db.engine.name == "sqlite":
-        cur = await store.db._conn.execute("EXPLAIN QUERY PLAN " + sql, args)
-        return [f"    {row[3]}" for row in await cur.fetchall()]
+        found = await store.db._conn.call(
+            lambda conn: conn.execute("EXPLAIN QUERY PLAN " + sql, args).fetchall())
+        return [f"    {row[3]}" for row in found]
 
     async def q(txn):
         await txn._cursor.execute("EXPLAIN " + sql, args)

@@ -64,7 +64,5 @@ def configure(level: str = "info", fmt: str = "text", socketio: bool = False) ->
     # its own warnings still come through.
     for noisy in ("socketio", "engineio", "socketio.server", "engineio.server"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if socketio else logging.WARNING)
-    # aiosqlite logs each statement with its parameters (message texts) at debug.
-    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     logging.getLogger("tornado.access").setLevel(
         logging.INFO if level.lower() == "debug" else logging.WARNING)

@@ -7,6 +7,7 @@ nobody with a message it did not keep; a message that waited too long is turned 
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 
 import pytest
@@ -233,14 +234,32 @@ async def test_a_store_that_fails_mid_batch_acknowledges_nothing_it_did_not_keep
 async def hold_the_chat(store, chat_id, hold: asyncio.Event) -> asyncio.Future:
     """Another writer of the chat, holding it until ``hold`` is set: a batch that
     comes to it waits (on SQLite for the one writer, on MariaDB for the row)."""
+    loop = asyncio.get_running_loop()
     held = asyncio.Event()
+    releaser = None
+    if store.db.engine.concurrent_writers:
+        async def holds_the_chat(txn):
+            await txn.execute("UPDATE chat_headers SET name = 'held' WHERE id = ?", chat_id)
+            held.set()
+            await hold.wait()
+    else:
+        # SQLite runs a transaction whole on the writer's thread: it holds the
+        # thread there, where only a blocking wait can keep it.
+        released = threading.Event()
 
-    async def holds_the_chat(txn):
-        await txn.execute("UPDATE chat_headers SET name = 'held' WHERE id = ?", chat_id)
-        held.set()
-        await hold.wait()
+        async def release():
+            await hold.wait()
+            released.set()
+        releaser = loop.create_task(release())
+
+        async def holds_the_chat(txn):
+            await txn.execute("UPDATE chat_headers SET name = 'held' WHERE id = ?", chat_id)
+            loop.call_soon_threadsafe(held.set)
+            released.wait()
 
     holder = asyncio.ensure_future(store.db.run(holds_the_chat))
+    if releaser is not None:
+        holder.add_done_callback(lambda _: releaser.cancel())
     await held.wait()
     return holder
 

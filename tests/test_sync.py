@@ -89,11 +89,11 @@ async def work(store, fn, *args):
             steps[0] += 1
             return 0
 
-        await store.db._conn.set_progress_handler(count, 10)
+        await store.db._conn.call(lambda conn: conn.set_progress_handler(count, 10))
         try:
             result = await store.db.run(fn, *args)
         finally:
-            await store.db._conn.set_progress_handler(None, 10)
+            await store.db._conn.call(lambda conn: conn.set_progress_handler(None, 10))
         return result, steps[0]
 
     async def measured(txn):

@@ -3,12 +3,17 @@ SQLite and MariaDB: what runs, when, and how often."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import uuid
 
+import pytest
 import pytest_asyncio
 
 from conftest import new_database_url
+from syarah.errors import Unavailable
 from syarah.store import open_store
+from syarah.store.database import NotOnlyStatements
 
 
 @pytest_asyncio.fixture
@@ -99,3 +104,58 @@ async def test_queued_work_runs_once_after_the_commit_in_order(db):
     # A failing callback is logged: the change is stored and the rest still run.
     assert await db.run(stores) == "done"
     assert seen == [("first", ["kept"]), ("after a failure", ["kept"])]
+
+
+async def test_a_transaction_that_awaits_more_than_its_statements_is_rolled_back(store_kind):
+    """SQLite runs a transaction whole on its connection's thread, where nothing but
+    its statements may be awaited: anything else fails it, and nothing of it stays."""
+    if store_kind != "sqlite":
+        pytest.skip("MariaDB's transactions run on the event loop")
+    url, cleanup = new_database_url(store_kind)
+    store = await open_store(url)
+    db = store.db
+    ran = []
+
+    async def waits(txn):
+        await add_user(txn, "never")
+        txn.call_after(ran.append, "never")
+        await asyncio.sleep(0)
+
+    try:
+        with pytest.raises(NotOnlyStatements):
+            await db.run(waits)
+        assert ran == [] and await names(db) == []
+        # The connection goes on with the next transaction.
+        await db.run(add_user, "next")
+        assert await names(db) == ["next"]
+    finally:
+        await store.close()
+        cleanup()
+
+
+async def test_a_transaction_its_caller_gave_up_on_is_rolled_back(store_kind):
+    """db_timeout: the caller hears Unavailable, and the transaction, which the
+    connection's thread finishes meanwhile, is not committed."""
+    if store_kind != "sqlite":
+        pytest.skip("MariaDB's connection is closed instead (test_recovery)")
+    url, cleanup = new_database_url(store_kind)
+    store = await open_store(url)
+    db = store.db
+    db.timeout = 0.2
+    go_on = threading.Event()
+
+    async def slow(txn):
+        await add_user(txn, "too late")
+        go_on.wait(5)
+
+    try:
+        with pytest.raises(Unavailable):
+            await db.run(slow)
+        go_on.set()
+        db.timeout = 5
+        # Behind it on the one writer: it is over by then.
+        await db.run(add_user, "next")
+        assert await names(db) == ["next"]
+    finally:
+        await store.close()
+        cleanup()

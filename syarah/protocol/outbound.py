@@ -279,8 +279,16 @@ class Wire(dict):
     new message goes out as the broadcast and as the ack)."""
 
 
+# Types sent as they are. Checked first, by exact type (Time is an int that is not):
+# most of what an object holds is one of them, and the checks below cost several
+# times as much for each.
+_PLAIN = frozenset((str, int, bool, float, type(None)))
+
+
 def to_wire(value: Any) -> Any:
     """Serialise an outbound object (or a list / dict of them) to JSON-ready data."""
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, Wire):
         return value
     if isinstance(value, Time):
