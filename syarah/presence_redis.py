@@ -34,7 +34,7 @@ import uuid
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from syarah.presence import LocalPresence, Presence
-from syarah.redis_link import REDIS_TROUBLE, RETRY_SECONDS, RedisLink, is_cluster
+from syarah.redis_link import REDIS_TROUBLE, RETRY_SECONDS, RedisLink, is_cluster, text
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,6 @@ REMOVAL_RETRY_SECONDS = 60.0
 # Rounds of writing the counts that changed during a rewrite, before starting over.
 REWRITE_ROUNDS = 5
 
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class RedisPresence(Presence):
@@ -225,7 +222,7 @@ class RedisPresence(Presence):
     async def _sweep(self):
         """Claim the nodes whose heartbeat stopped, and announce their users gone."""
         dead = await self.redis.zrangebyscore(self._nodes(), 0, time.time() - self.ttl)
-        for node in map(_text, dead):
+        for node in map(text, dead):
             if node == self.node_id:
                 continue
             async with self.redis.pipeline(transaction=True) as p:
@@ -234,7 +231,7 @@ class RedisPresence(Presence):
                 claimed, counts = await p.execute()
             if not claimed:
                 continue    # another node's sweep took it first
-            users = {_text(u) for u, c in counts.items() if int(c) > 0}
+            users = {text(u) for u, c in counts.items() if int(c) > 0}
             views = [key async for key in self._scan(self._view(node, "*"))]
             await self.redis.delete(self._sockets(node), *views)
             gone = users - await self.online(users)
@@ -255,7 +252,7 @@ class RedisPresence(Presence):
 
     async def _other_nodes(self) -> list[str]:
         live = await self.redis.zrangebyscore(self._nodes(), time.time() - self.ttl, "+inf")
-        return [n for n in map(_text, live) if n != self.node_id]
+        return [n for n in map(text, live) if n != self.node_id]
 
     async def _present_elsewhere(self, key_of, user_ids) -> set[str]:
         users = list(user_ids)

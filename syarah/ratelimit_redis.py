@@ -35,7 +35,7 @@ import asyncio
 import logging
 import time
 
-from syarah.redis_link import REDIS_TROUBLE, RedisLink
+from syarah.redis_link import REDIS_TROUBLE, RedisLink, text
 
 log = logging.getLogger("syarah.limits")
 
@@ -99,9 +99,6 @@ end
 return {ok, wait, elsewhere}
 """
 
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class SharedLimits:
@@ -168,7 +165,7 @@ class SharedLimits:
                           cap, here, int(self.ttl * 2), *nodes])
                 if int(answer[0]) >= 0:
                     break
-                self._nodes = [n for n in map(_text, answer[3:]) if n != self.node_id]
+                self._nodes = [n for n in map(text, answer[3:]) if n != self.node_id]
             else:
                 return None     # nodes coming and going faster than asked: local only
             ok, wait, elsewhere = answer[:3]

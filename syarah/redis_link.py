@@ -36,6 +36,11 @@ def client_options() -> dict:
                 retry=Retry(NoBackoff(), 1))
 
 
+def text(value) -> str:
+    """A name or value as Redis answered it (bytes unless the client decodes)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 CLUSTER_CHOICES = ("auto", "yes", "no")
 
 

@@ -42,7 +42,7 @@ import uuid
 import socketio
 
 from syarah import jsonlib, metrics
-from syarah.redis_link import REDIS_TROUBLE, RETRY_SECONDS, RedisLink, is_cluster
+from syarah.redis_link import REDIS_TROUBLE, RETRY_SECONDS, RedisLink, is_cluster, text
 from syarah.transport.sockets import DirectEmit
 
 log = logging.getLogger("syarah.channels")
@@ -310,8 +310,8 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
                 await self.redis.execute_command(self._publish_cmd, *copies[0])
                 return
             async with self.redis.pipeline(transaction=False) as p:
-                for channel, text in copies:
-                    p.execute_command(self._publish_cmd, channel, text)
+                for channel, data in copies:
+                    p.execute_command(self._publish_cmd, channel, data)
                 await p.execute()
         except REDIS_TROUBLE as exc:
             self.link.lost(exc, "channels")
@@ -468,13 +468,13 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
                 pinged = True
                 continue
             pinged = False
-            kind = _str(message["type"])
+            kind = text(message["type"])
             if kind in ("smessage", "message"):
                 await self._heard(message["data"])
             elif kind in ("ssubscribe", "subscribe"):
-                self._confirmed(_str(message["channel"]))
+                self._confirmed(text(message["channel"]))
             elif kind == "sunsubscribe":
-                self._left(_str(message["channel"]))
+                self._left(text(message["channel"]))
 
     def _left(self, channel: str) -> None:
         left = self._leaving.get(channel, 0)
@@ -594,6 +594,3 @@ def _wire(encoded: list) -> list:
 def _unwire(parts: list) -> list:
     return [parts[0], *(base64.b64decode(a) for a in parts[1:])]
 
-
-def _str(value) -> str:
-    return value.decode() if isinstance(value, bytes) else value
