@@ -17,11 +17,16 @@ import collections
 
 created = 0
 by_name = collections.Counter()
-_new_event_loop = asyncio.new_event_loop
 
 
-def counting_loop():
-    loop = _new_event_loop()
+def counting(new_event_loop):
+    """``new_event_loop`` with every loop it makes counting the tasks created on it."""
+    def make():
+        return count_tasks(new_event_loop())
+    return make
+
+
+def count_tasks(loop):
 
     def factory(loop, coro, **kwargs):
         global created
@@ -53,8 +58,15 @@ def counting_loop():
     return loop
 
 
-asyncio.new_event_loop = counting_loop
-asyncio.events.new_event_loop = counting_loop
+asyncio.new_event_loop = asyncio.events.new_event_loop = counting(asyncio.new_event_loop)
+try:
+    import uvloop
+except ImportError:
+    pass
+else:
+    # The product picks uvloop's factory where it is installed; uvloop's Loop takes a
+    # task factory as asyncio's does.
+    uvloop.new_event_loop = counting(uvloop.new_event_loop)
 
 kind = sys.argv.pop(1)
 if kind == "product":
