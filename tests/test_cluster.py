@@ -242,8 +242,14 @@ async def test_the_room_channel_manager_across_the_shards(own_cluster, prefix):
         await test_room_channels.\
             test_emits_leaves_and_disconnects_reach_the_node_that_holds_the_socket(
                 (nodes, None))
-        assert len({n.manager._shards[s].client.connection_pool.connection_kwargs["port"]
-                    for n in nodes for s in n.manager._shards}) == SHARDS
+        # Rooms enough that their channels fall on every shard (all 30 missing one of
+        # the three has a chance of 3 in 100,000): each node listens on all three.
+        for n in nodes:
+            sid = await n.connect("eio-many")
+            for room in range(30):
+                await n.manager.enter_room(sid, test_room_channels.NS, f"chat:{room}")
+            assert len({n.manager._shards[s].client.connection_pool
+                        .connection_kwargs["port"] for s in n.manager._shards}) == SHARDS
     finally:
         for n in nodes:
             await n.close()

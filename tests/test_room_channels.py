@@ -206,3 +206,50 @@ async def test_the_subscriptions_come_back_with_a_restarted_redis(two_nodes, own
     assert await eventually(lambda: one.manager.link.up and two.manager.link.up)
     await two.manager.emit("up", 1, NS, room="chat:1")
     assert await eventually(lambda: one.server.events("eio-ann") == [["up", 1]])
+
+
+async def test_emits_of_one_turn_leave_in_one_pipeline_in_order_without_waiting(two_nodes):
+    (one, two), _ = two_nodes
+    ann = await one.connect("eio-ann")
+    bob = await two.connect("eio-bob")
+    chats = [f"chat:{n}" for n in range(1, 6)]
+    for room in chats:
+        await one.manager.enter_room(ann, NS, room)
+        await two.manager.enter_room(bob, NS, room)
+    pipelines = []
+    real_pipeline = one.redis.pipeline
+
+    def counted(*args, **kwargs):
+        pipelines.append(args)
+        return real_pipeline(*args, **kwargs)
+    one.redis.pipeline = counted
+
+    # As a batch of stored messages is broadcast: chat after chat, in one turn.
+    for n, room in enumerate(chats):
+        await one.manager.emit("message", {"n": n}, NS, room=room)
+    # Each emit returned with its copy for the other node queued, not yet sent,
+    # and this node's own socket already had it.
+    assert one.manager._publishes.waiting == len(chats)
+    assert one.server.events("eio-ann") == [["message", {"n": n}] for n in range(5)]
+    assert await eventually(lambda: len(two.server.events("eio-bob")) == len(chats))
+    assert two.server.events("eio-bob") == [["message", {"n": n}] for n in range(5)]
+    assert len(pipelines) == 1 and one.manager._publishes.waiting == 0
+
+
+async def test_a_publish_to_a_redis_that_is_gone_is_reported_and_waits_no_longer():
+    from conftest import free_port
+    from syarah.redis_link import PublishQueue
+
+    client = redis.asyncio.from_url(f"redis://127.0.0.1:{free_port()}", **client_options())
+    heard = []
+    queue = PublishQueue(client, heard.append)
+    first = queue.put("PUBLISH", "nowhere", "one")
+    second = queue.put("PUBLISH", "nowhere", "two")
+    assert first is second and not first.done()
+    await asyncio.wait_for(first, 10)
+    assert len(heard) == 1 and isinstance(heard[0], (OSError, redis.exceptions.RedisError))
+    assert queue.waiting == 0
+    # The queue goes on after a failure: the next command is tried again.
+    await asyncio.wait_for(queue.put("PUBLISH", "nowhere", "three"), 10)
+    assert len(heard) == 2
+    await client.aclose()

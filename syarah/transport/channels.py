@@ -42,7 +42,8 @@ import uuid
 import socketio
 
 from syarah import jsonlib, metrics
-from syarah.redis_link import REDIS_TROUBLE, RETRY_SECONDS, RedisLink, is_cluster, text
+from syarah.redis_link import (REDIS_TROUBLE, RETRY_SECONDS, PublishQueue, RedisLink,
+                               is_cluster, text)
 from syarah.transport.sockets import DirectEmit
 
 log = logging.getLogger("syarah.channels")
@@ -119,6 +120,7 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
         # before they are parsed.
         self._own = jsonlib.dumps({"node": self.node_id})[:-1].encode() + b","
         self._publish_cmd = "SPUBLISH" if self.sharded else "PUBLISH"
+        self._publishes = PublishQueue(redis, self._publish_failed)
         self._node_channel = f"{prefix}:node:{self.node_id}"
         # Subscriptions: what the rooms held call for, what has been asked of Redis
         # on the current connection, and what Redis has confirmed.
@@ -209,6 +211,9 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
             self._tasks = [asyncio.ensure_future(self._subscription())]
 
     async def stop(self):
+        # What was emitted before still goes out to the other nodes.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._publishes.drain(), CONFIRM_SECONDS)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -261,14 +266,15 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
         message = {"m": "emit", "ns": namespace, "rooms": rooms, "at": 0,
                    "skip": skip_sid, "p": _wire(encoded)}
         if len(rooms) == 1:
-            return await self._publish(self.channel(namespace, rooms[0]), message)
+            return await self._send([(self.channel(namespace, rooms[0]),
+                                      self._text(message))], wait=False)
         # One copy on each room's channel, each saying which of the rooms it is for:
         # a node with a socket in several of them delivers to it from the first only.
         copies = []
         for i, r in enumerate(rooms):
             message["at"] = i
             copies.append((self.channel(namespace, r), self._text(message)))
-        await self._send(copies)
+        await self._send(copies, wait=False)
 
     async def _emit_with_callback(self, event, data, namespace, room, callback):
         # python-socketio supports a callback for an emit to one socket.
@@ -300,22 +306,22 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
     async def _publish(self, channel: str, message: dict) -> None:
         await self._send([(channel, self._text(message))])
 
-    async def _send(self, copies: list[tuple[str, str]]) -> None:
+    async def _send(self, copies: list[tuple[str, str]], wait: bool = True) -> None:
+        """Publish each (channel, text). A room emit does not ``wait`` for Redis to
+        have it (see PublishQueue); a change of rooms, a disconnect or a reply does, so
+        that what the caller does next comes after it."""
         # While Redis is away nothing is tried: it cannot succeed, and the reply
         # that waits on it would be held up.
         if not self.link.up:
             return
-        try:
-            if len(copies) == 1:
-                await self.redis.execute_command(self._publish_cmd, *copies[0])
-                return
-            async with self.redis.pipeline(transaction=False) as p:
-                for channel, data in copies:
-                    p.execute_command(self._publish_cmd, channel, data)
-                await p.execute()
-        except REDIS_TROUBLE as exc:
-            self.link.lost(exc, "channels")
-            self._fail(exc)
+        for channel, data in copies:
+            sent = self._publishes.put(self._publish_cmd, channel, data)
+        if wait or self._publishes.full:
+            await sent
+
+    def _publish_failed(self, exc: BaseException) -> None:
+        self.link.lost(exc, "channels")
+        self._fail(exc)
 
     # -- the subscription ----------------------------------------------------------
 

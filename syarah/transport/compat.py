@@ -24,7 +24,7 @@ import socketio.packet
 from tornado.iostream import StreamBufferFullError, StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
-from syarah.redis_link import REDIS_TROUBLE, RETRY_SECONDS, RedisLink
+from syarah.redis_link import REDIS_TROUBLE, RETRY_SECONDS, PublishQueue, RedisLink
 
 log = logging.getLogger("syarah.transport")
 
@@ -123,17 +123,18 @@ class RedisManager(socketio.AsyncRedisManager):
     def __init__(self, redis, url: str, channel: str, link: RedisLink):
         super().__init__(url, channel=channel,
                          redis_options={"socket_connect_timeout": 1.0})
-        self.publisher = redis
         self.link = link
+        self.publishes = PublishQueue(redis, link.lost)
 
     async def _publish(self, data):
         if not self.link.up:
             return None
-        try:
-            return await self.publisher.publish(self.channel, self.json.dumps(data))
-        except REDIS_TROUBLE as exc:
-            self.link.lost(exc)
-            return None
+        # An emit does not wait for Redis to have it; the rest (room changes,
+        # disconnects, callbacks) does, so that what follows comes after it.
+        sent = self.publishes.put("PUBLISH", self.channel, self.json.dumps(data))
+        if data.get("method") != "emit" or self.publishes.full:
+            await sent
+        return None
 
     async def _redis_listen_with_retries(self):
         while True:
