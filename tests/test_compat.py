@@ -194,14 +194,126 @@ def test_a_tornado_stream_refuses_a_write_past_its_max_write_buffer_size():
     assert asyncio.run(write())
 
 
-def test_the_engineio_writer_writes_each_polled_batch_with_ws_send():
+def test_engineio_runs_the_sockets_websocket_handler_for_the_connection():
     sock = engineio.async_socket.AsyncSocket
     assert params(sock._websocket_handler) == ["self", "ws"]
     assert params(sock.send) == ["self", "pkt"] and params(sock.poll) == ["self"]
-    source = inspect.getsource(sock._websocket_handler)
-    assert "await self.poll()" in source
-    assert "await ws.send(pkt.encode())" in source
-    assert "self.upgraded = True" in source
+    assert params(sock.receive) == ["self", "pkt"]
+    assert params(sock.close) == ["self", "wait", "abort", "reason"]
+    source = inspect.getsource(sock._upgrade_websocket)
+    assert "self.server._async['websocket'](" in source
+    assert "self._websocket_handler, self.server)" in source
+    for flag in ("connected", "upgrading", "upgraded"):
+        assert hasattr(engineio.async_socket.AsyncSocket(
+            engineio.AsyncServer(async_mode="tornado"), "sid"), flag)
+    assert engineio.AsyncServer.reason.TRANSPORT_CLOSE
+
+
+class StandInWebSocket:
+    """What a DirectSocket asks of the driver's WebSocket: its Tornado handler (whose
+    queue the frames are put on, as Tornado's on_message does), send and close."""
+
+    def __init__(self, sio):
+        handler_class = compat.tornado_handler(sio, False, lambda q: q)
+        self.tornado_handler = object.__new__(handler_class)
+        self.tornado_handler.receive_queue = compat.LightQueue()
+        self.sent, self.closed = [], False
+
+    def frame(self, data):
+        self.tornado_handler.on_message(data)
+
+    async def send(self, message):
+        self.sent.append(message)
+
+    async def close(self):
+        self.closed = True
+
+
+def direct_socket(**options):
+    sio = socketio.AsyncServer(async_mode="tornado", **options)
+    compat.direct_frames(sio)
+    socket = compat.DirectSocket(sio.eio, "sid")
+    heard = []
+
+    async def message(sid, data):
+        heard.append(data)
+        if data == "slow":
+            await asyncio.sleep(0.3)
+    sio.eio.on("message", message)
+    return socket, StandInWebSocket(sio), heard
+
+
+def test_a_direct_socket_reads_its_frames_in_order_and_ends_at_a_close():
+    async def run():
+        socket, ws, heard = direct_socket()
+        for frame in ("4one", "4two", "4three"):
+            ws.frame(frame)
+        handling = asyncio.ensure_future(socket._websocket_handler(ws))
+        await asyncio.sleep(0.05)
+        assert heard == ["one", "two", "three"] and socket.upgraded
+        ws.frame(None)      # Tornado's on_close
+        await asyncio.wait_for(handling, 5)
+        return ws.closed and socket.closed
+
+    assert asyncio.run(run())
+
+
+def test_a_direct_socket_ends_at_a_frame_larger_than_max_http_buffer_size():
+    async def run():
+        socket, ws, heard = direct_socket(max_http_buffer_size=100)
+        ws.frame("4small")
+        ws.frame("4" + "x" * 100)
+        ws.frame("4never")
+        await asyncio.wait_for(socket._websocket_handler(ws), 5)
+        return heard, socket.closed
+
+    assert asyncio.run(run()) == (["small"], True)
+
+
+def test_a_direct_socket_ends_once_it_waited_a_ping_interval_and_timeout_for_a_frame():
+    async def run():
+        socket, ws, heard = direct_socket(ping_interval=0.2, ping_timeout=0.2)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        # The time an event takes to handle is not waiting: a frame that arrives
+        # while it is handled keeps the connection.
+        ws.frame("4slow")
+        handling = asyncio.ensure_future(socket._websocket_handler(ws))
+        await asyncio.sleep(0.35)
+        ws.frame("4still here")
+        await asyncio.wait_for(handling, 5)
+        return heard, loop.time() - began, socket.closed
+
+    heard, lasted, closed = asyncio.run(run())
+    assert heard == ["slow", "still here"] and closed
+    # Ended 0.4 s after the last frame: not before it, nor at the first timer.
+    assert lasted >= 0.35 + 0.4
+
+
+def test_a_direct_socket_upgrades_from_polling_with_the_probe():
+    async def run():
+        socket, ws, heard = direct_socket()
+        socket.connected = True     # connected over polling first
+        ws.frame("2probe")
+        ws.frame("5")
+        ws.frame("4after")
+        handling = asyncio.ensure_future(socket._websocket_handler(ws))
+        await asyncio.sleep(0.05)
+        upgraded = socket.upgraded
+        ws.frame(None)
+        await asyncio.wait_for(handling, 5)
+        return ws.sent[0], upgraded, heard
+
+    assert asyncio.run(run()) == ("3probe", True, ["after"])
+
+    async def no_probe():
+        socket, ws, heard = direct_socket()
+        socket.connected = True
+        ws.frame("4hello")
+        await asyncio.wait_for(socket._websocket_handler(ws), 5)
+        return socket.upgraded, socket.upgrading, heard
+
+    assert asyncio.run(no_probe()) == (False, False, [])
 
 
 def test_engineio_enters_a_new_socket_in_its_table_as_it_creates_it():

@@ -262,10 +262,15 @@ class FrameWriter(tornado_driver.WebSocket):
 
 
 class DirectSocket(engineio.async_socket.AsyncSocket):
-    """An Engine.IO socket that writes to its WebSocket from send. Relies on:
-    AsyncSocket.send/poll/_websocket_handler(ws) and .queue/.upgraded; the writer
-    task taking a batch off the queue with poll() and writing all of it without
-    waiting in between (so that an empty queue means nothing is left unwritten)."""
+    """An Engine.IO socket that writes to its WebSocket from send and reads it
+    without a task per frame. Relies on: AsyncSocket.send/poll/receive/close and
+    .queue/.connected/.upgrading/.upgraded; the driver's WebSocket running the
+    socket's _websocket_handler(ws) for the connection's life (from
+    _upgrade_websocket); the Tornado handler's get_next_message giving a frame, or
+    None once the connection is closed; the server's ping_interval, ping_timeout,
+    max_http_buffer_size and reason.TRANSPORT_CLOSE. The writer takes a batch off the
+    queue with poll() and writes all of it without waiting in between (so that an
+    empty queue means nothing is left unwritten)."""
 
     _ws = None  # the WebSocket under it, while its handler runs
 
@@ -309,12 +314,123 @@ class DirectSocket(engineio.async_socket.AsyncSocket):
             packets.append(pkt)
         return packets
 
+    # Reading. The library's reader starts a task per frame and waits for it with
+    # wait_for (a future, a timer and callbacks more); here the frames are taken off
+    # the Tornado handler's queue in line, and one timer per connection ends it once
+    # it has waited ping_interval + ping_timeout for a frame, as the library's does.
+
     async def _websocket_handler(self, ws):
         self._ws = ws
         try:
-            return await super()._websocket_handler(ws)
+            if self.connected:
+                # An upgrade from polling: the probe, then the UPGRADE packet.
+                if not await self._upgrade(ws):
+                    return
+            else:
+                self.connected = True
+                self.upgraded = True
+            writer = asyncio.ensure_future(self._write_queued(ws))
+            self.server.logger.info("%s: Upgrade to websocket successful", self.sid)
+            await self._read(ws.tornado_handler)
+            await self.queue.put(None)  # ends the writer
+            await writer
+            await self.close(wait=False, abort=True,
+                             reason=self.server.reason.TRANSPORT_CLOSE)
         finally:
             self._ws = None
+
+    async def _upgrade(self, ws) -> bool:
+        self.upgrading = True   # what is sent meanwhile waits on the queue
+        probe = await self._frame(ws.tornado_handler)
+        if probe is None or not _is_packet(probe, engineio.packet.PING, "probe"):
+            self.server.logger.info("%s: Failed websocket upgrade, no PING packet",
+                                    self.sid)
+            self.upgrading = False
+            return False
+        await ws.send(engineio.packet.Packet(engineio.packet.PONG, data="probe").encode())
+        await self.queue.put(engineio.packet.Packet(engineio.packet.NOOP))  # ends the poll
+        upgrade = await self._frame(ws.tornado_handler)
+        if upgrade is None or not _is_packet(upgrade, engineio.packet.UPGRADE):
+            self.server.logger.info("%s: Failed websocket upgrade, expected UPGRADE "
+                                    "packet, received %s instead.", self.sid, upgrade)
+            self.upgraded = self.upgrading = False
+            return False
+        self.upgraded = True
+        self.upgrading = False
+        return True
+
+    async def _frame(self, handler):
+        """The next frame, or None once the connection is closed or the frame is
+        larger than max_http_buffer_size (which ends the connection)."""
+        data = await handler.get_next_message()
+        if not isinstance(data, (str, bytes)) or len(data) > self.server.max_http_buffer_size:
+            return None
+        return data
+
+    async def _read(self, handler) -> None:
+        loop = asyncio.get_running_loop()
+        quiet = self.server.ping_interval + self.server.ping_timeout
+        self._waiting_since = loop.time()
+        self._quiet_timer = loop.call_later(quiet, self._check_quiet, handler, quiet)
+        try:
+            while True:
+                self._waiting_since = loop.time()
+                try:
+                    data = await self._frame(handler)
+                except asyncio.CancelledError:
+                    break
+                self._waiting_since = None
+                if data is None:
+                    break
+                try:
+                    await self.receive(engineio.packet.Packet(encoded_packet=data))
+                except asyncio.CancelledError:
+                    break   # the server is stopping: the connection ends as at a close
+                except engineio.exceptions.UnknownPacketError:
+                    pass
+                except engineio.exceptions.SocketIsClosedError:
+                    self.server.logger.info("Receive error -- socket is closed")
+                    break
+                except Exception:
+                    self.server.logger.exception("Unknown receive error")
+        finally:
+            self._quiet_timer.cancel()
+
+    def _check_quiet(self, handler, quiet: float) -> None:
+        loop = asyncio.get_running_loop()
+        since = self._waiting_since
+        if since is not None and loop.time() - since >= quiet:
+            # The client has said nothing for that long: the reader ends as at a close.
+            handler.receive_queue.put_nowait(None)
+            return
+        left = quiet - (loop.time() - since) if since is not None else quiet
+        self._quiet_timer = loop.call_later(left, self._check_quiet, handler, quiet)
+
+    async def _write_queued(self, ws) -> None:
+        """What waits on the queue (sent during an upgrade, or while a batch was
+        being written), written in order; at a None, or once a write fails, the
+        WebSocket is closed."""
+        while True:
+            try:
+                packets = await self.poll()
+            except engineio.exceptions.QueueEmpty:
+                break
+            if not packets:
+                break
+            try:
+                for pkt in packets:
+                    await ws.send(pkt.encode())
+            except Exception:
+                break
+        await ws.close()
+
+
+def _is_packet(data, packet_type: int, text=None) -> bool:
+    try:
+        pkt = engineio.packet.Packet(encoded_packet=data)
+    except Exception:
+        return False
+    return pkt.packet_type == packet_type and (text is None or pkt.data == text)
 
 
 class _DirectSockets(dict):

@@ -301,6 +301,23 @@ describe("the API document's ChatClient class", () => {
     assert.equal(headers.items[0].unreadCount, 0);
     assert.equal(headers.items[0].lastMessage.message, 'Hello again!');
 
+    // The class leaves socket.io-client's transports at their default: it starts
+    // polling and upgrades to a WebSocket, over which the chat goes on.
+    await until('the upgrade to a WebSocket', () => (
+      [annChat, bobChat].every((c) => c.socket.io.engine.transport.name === 'websocket')
+        ? true : undefined));
+    annChat.sendMessage(chatHeaderId, 'over the WebSocket');
+    const [, third] = await until('the message after the upgrade', () => (
+      bobChat.seen.message.length >= 3 ? bobChat.seen.message.slice(1) : undefined));
+    assert.equal(third.chatMessage.message, 'over the WebSocket');
+    annChat.getAllMessages(chatHeaderId);
+    const after = await until('the messages after the upgrade', () => {
+      const last = lastLogged('Messages:');
+      return last && last.totalCount === 2 ? last : undefined;
+    });
+    assert.deepEqual(after.items.map((m) => m.message).sort(),
+      ['Hello again!', 'over the WebSocket']);
+
     assert.deepEqual(annChat.seen.exception, []);
     assert.deepEqual(bobChat.seen.exception, []);
   });
