@@ -51,11 +51,21 @@ class MetricsObserver:
         # Event names come from clients: only known ones become label values, so a
         # client cannot create unbounded time series.
         self.known_events = frozenset(known_events)
+        # The labelled series of each (event, outcome): a labels() lookup is a lock
+        # and a dict of tuples per event otherwise.
+        self._series: dict[tuple[str, str], tuple] = {}
 
     def event_done(self, event: str, outcome: str, seconds: float) -> None:
-        label = event if event in self.known_events else "unknown"
-        EVENT_COUNT.labels(label, outcome).inc()
-        EVENT_SECONDS.labels(label).observe(seconds)
+        series = self._series.get((event, outcome))
+        if series is None:
+            label = event if event in self.known_events else "unknown"
+            series = (EVENT_COUNT.labels(label, outcome), EVENT_SECONDS.labels(label))
+            if label != "unknown":
+                # Bounded: known events times the outcomes, which are error codes.
+                self._series[(event, outcome)] = series
+        count, seconds_of = series
+        count.inc()
+        seconds_of.observe(seconds)
 
     def connection_refused(self, code: str) -> None:
         CONNECTIONS_REFUSED.labels(code).inc()

@@ -7,6 +7,7 @@ aliases); ``decode`` in ``inbound`` walks the fields. Nothing here does I/O.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Any
 
@@ -192,18 +193,23 @@ def decode(cls, payload: Any, context: str = "payload"):
     if not isinstance(payload, dict):
         raise Validation(f"The {context} must be an object.")
     values = {}
-    for f in dataclasses.fields(cls):
-        meta = f.metadata
+    for name, wire_names, required, kind in _plan(cls):
         raw = MISSING
-        for wire_name in meta["names"]:
+        for wire_name in wire_names:
             candidate = payload.get(wire_name, MISSING)
             if candidate is not MISSING and candidate is not None:
                 raw = candidate
                 break
-        label = meta["names"][0]
         if raw is MISSING:
-            if meta["required"]:
-                raise Validation(f"{label} is required.")
+            if required:
+                raise Validation(f"{wire_names[0]} is required.")
             continue
-        values[f.name] = meta["kind"].parse(raw, label)
+        values[name] = kind.parse(raw, wire_names[0])
     return cls(**values)
+
+
+@functools.cache
+def _plan(cls) -> tuple:
+    """What decode reads of each field of a DTO class, looked up once per class."""
+    return tuple((f.name, tuple(f.metadata["names"]), f.metadata["required"],
+                  f.metadata["kind"]) for f in dataclasses.fields(cls))
