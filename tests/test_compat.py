@@ -173,6 +173,69 @@ def test_tornado_writes_a_frame_through_write_frame_unless_compressing():
         tornado.websocket.WebSocketHandler.__init__)
 
 
+def test_a_server_side_tornado_websocket_sends_frames_as_frame_head_builds_them():
+    import tornado.websocket
+
+    proto = tornado.websocket.WebSocketProtocol13
+    assert params(proto.__init__)[:3] == ["self", "handler", "mask_outgoing"]
+    assert "WebSocketProtocol13(self, False, params)" in inspect.getsource(
+        tornado.websocket.WebSocketHandler.get_websocket_protocol)
+    written = []
+    conn = object.__new__(proto)
+    conn.mask_outgoing, conn._wire_bytes_out = False, 0
+    conn.stream = type("Recorder", (), {"write": lambda self, data: written.append(data)})()
+    for size in (0, 5, 125, 126, 200, 65535, 65536, 70000):
+        data = b"x" * size
+        conn._write_frame(True, 0x1, data)
+        assert written[-1] == compat.frame_head(0x1, size) + data, size
+
+
+class FrameRecorder:
+    """A Tornado WebSocket handler's parts that write_frame uses, over a real stream."""
+
+    def __init__(self, stream):
+        import tornado.websocket
+
+        self.ws_connection = conn = object.__new__(tornado.websocket.WebSocketProtocol13)
+        conn.stream, conn._compressor = stream, None
+        conn.client_terminated = conn.server_terminated = False
+        self.writes = 0
+        real_write = stream.write
+
+        def counted(data):
+            self.writes += 1
+            return real_write(data)
+        stream.write = counted
+
+
+def test_the_frames_of_two_turns_leave_in_one_write():
+    import socket
+
+    import tornado.iostream
+
+    async def run():
+        a, b = socket.socketpair()
+        b.setblocking(False)
+        handler = FrameRecorder(tornado.iostream.IOStream(a))
+        assert compat.write_frame(handler, "42[\"message\"]")     # a broadcast
+        await asyncio.sleep(0)
+        assert compat.write_frame(handler, "430[{}]")              # its ack, a turn later
+        for _ in range(3):
+            await asyncio.sleep(0)
+        first = handler.writes
+        compat.write_frame(handler, b"\x01")                      # later: a write of its own
+        await asyncio.sleep(0.01)
+        received = b.recv(1000)
+        handler.ws_connection.stream.close()
+        b.close()
+        return first, handler.writes, received
+
+    first, writes, received = asyncio.run(run())
+    assert (first, writes) == (1, 2)
+    assert received == (b"\x81\x0d" + b'42["message"]' + b"\x81\x07" + b"430[{}]"
+                        + b"\x82\x01\x01")
+
+
 def test_a_tornado_stream_refuses_a_write_past_its_max_write_buffer_size():
     import socket
 

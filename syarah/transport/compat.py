@@ -219,46 +219,91 @@ def release_long_poll(sio: socketio.AsyncServer, sid: str) -> None:
 # Per outgoing packet the libraries would run: the socket's send puts it on its queue;
 # the WebSocket writer task, waiting with wait_for (a task and a timer per wait), wakes
 # and hands it to Tornado's write_message, which wraps the write in one more task. Here
-# a packet is written to the stream from the socket's send itself whenever the
-# WebSocket is up and nothing is queued before it; the queue and the library's writer
-# still carry what was sent during an upgrade from polling, and the close.
+# a packet is written from the socket's send itself whenever the WebSocket is up and
+# nothing is queued before it; the queue and the library's writer still carry what was
+# sent during an upgrade from polling, and the close.
+#
+# The frames a connection is sent are gathered for two turns of the event loop and
+# written to its stream together: a batch of messages is broadcast in one turn and
+# each sender's acknowledgement follows in the next, so a sender's broadcast and ack
+# leave in one write (one system call, one Tornado future) instead of one each.
 
 def write_frame(handler, message) -> bool:
-    """Write one text (str) or binary (bytes) frame to a WebSocket; False when the
-    connection is gone. A client that leaves more than the stream's
-    max_write_buffer_size unread is closed: its frames are not kept without bound.
-    Relies on: WebSocketHandler.ws_connection, WebSocketProtocol13._write_frame(fin,
-    opcode, data), ._compressor, .stream and .is_closing()."""
+    """Write one text (str) or binary (bytes) frame to a WebSocket, with the frames
+    of the same two turns; False when the connection is gone. A client that leaves
+    more than the stream's max_write_buffer_size unread is closed: its frames are not
+    kept without bound. Relies on: WebSocketHandler.ws_connection and
+    .write_message; WebSocketProtocol13._compressor, .stream (an IOStream),
+    .is_closing() and its server side sending frames unmasked."""
     conn = handler.ws_connection
     if conn is None or conn.is_closing():
         return False
     binary = isinstance(message, bytes)
-    try:
-        if conn._compressor is not None:
-            # Compression needs the library's own path (and its task per frame).
+    if conn._compressor is not None:
+        # Compression needs the library's own path (and its task per frame).
+        flush_frames(handler)
+        try:
             handler.write_message(message, binary=binary)
-        else:
-            conn._write_frame(True, 0x2 if binary else 0x1,
-                              message if binary else message.encode())
+        except (StreamClosedError, WebSocketClosedError):
+            return False
+        return True
+    data = message if binary else message.encode()
+    frames = handler.__dict__.get("_frames")
+    if frames is None:
+        handler._frames = frames = []
+        asyncio.get_running_loop().call_soon(_flush_next_turn, handler)
+    frames.append(frame_head(0x2 if binary else 0x1, len(data)))
+    frames.append(data)
+    return True
+
+
+def frame_head(opcode: int, length: int) -> bytes:
+    """The head of a final, unmasked WebSocket frame (RFC 6455, 5.2)."""
+    if length < 126:
+        return bytes((0x80 | opcode, length))
+    if length <= 0xFFFF:
+        return bytes((0x80 | opcode, 126)) + length.to_bytes(2, "big")
+    return bytes((0x80 | opcode, 127)) + length.to_bytes(8, "big")
+
+
+def _flush_next_turn(handler) -> None:
+    asyncio.get_running_loop().call_soon(flush_frames, handler)
+
+
+def flush_frames(handler) -> None:
+    """Write the frames gathered for a WebSocket now (before anything that must come
+    after them: a compressed frame, the close)."""
+    frames = handler.__dict__.get("_frames")
+    if frames is None:
+        return
+    handler._frames = None
+    conn = handler.ws_connection
+    if conn is None or conn.is_closing():
+        return
+    try:
+        conn.stream.write(b"".join(frames))
     except StreamBufferFullError:
         log.warning("closing a WebSocket from %s: it has not read its last %d bytes",
                     handler.request.remote_ip, conn.stream.max_write_buffer_size)
         conn.stream.close()
-        return False
-    except (StreamClosedError, WebSocketClosedError):
-        return False
-    return True
+    except StreamClosedError:
+        pass
 
 
 class FrameWriter(tornado_driver.WebSocket):
     """python-engineio's Tornado WebSocket, writing frames with write_frame. Relies
-    on: the driver's WebSocket class, its tornado_handler, and the library's writer
-    ending at an EngineIOError from send."""
+    on: the driver's WebSocket class, its tornado_handler and close(), and the
+    writer ending at an EngineIOError from send."""
 
     async def send(self, message):
         # Never waits: the library's writer relies on that, see DirectSocket.send.
         if not write_frame(self.tornado_handler, message):
             raise engineio.exceptions.EngineIOError()
+
+    async def close(self):
+        # The close frame comes after what was sent before it.
+        flush_frames(self.tornado_handler)
+        await super().close()
 
 
 class DirectSocket(engineio.async_socket.AsyncSocket):
