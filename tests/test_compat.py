@@ -236,6 +236,33 @@ def test_the_frames_of_two_turns_leave_in_one_write():
                         + b"\x82\x01\x01")
 
 
+def test_a_compressing_websocket_whose_client_reads_nothing_is_closed_too():
+    import base64
+    import os
+    import socket
+
+    import tornado.iostream
+    import tornado.websocket
+
+    async def run():
+        a, b = socket.socketpair()
+        stream = tornado.iostream.IOStream(a)
+        stream.max_write_buffer_size = 10
+        handler = FrameRecorder(stream)
+        conn = handler.ws_connection
+        conn._compressor = tornado.websocket._PerMessageDeflateCompressor(False, None)
+        conn.mask_outgoing, conn._message_bytes_out, conn._wire_bytes_out = False, 0, 0
+        handler.write_message = conn.write_message
+        handler.request = type("Request", (), {"remote_ip": "127.0.0.1"})()
+        # Random text, so that its compressed frame is still past the 10 bytes.
+        written = compat.write_frame(handler, base64.b64encode(os.urandom(300)).decode())
+        closed = stream.closed()
+        b.close()
+        return written, closed
+
+    assert asyncio.run(run()) == (False, True)
+
+
 def test_a_tornado_stream_refuses_a_write_past_its_max_write_buffer_size():
     import socket
 

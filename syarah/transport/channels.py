@@ -312,7 +312,7 @@ class RoomChannels(DirectEmit, socketio.AsyncManager):
         that what the caller does next comes after it."""
         # While Redis is away nothing is tried: it cannot succeed, and the reply
         # that waits on it would be held up.
-        if not self.link.up:
+        if not self.link.up or not copies:
             return
         for channel, data in copies:
             sent = self._publishes.put(self._publish_cmd, channel, data)

@@ -244,11 +244,14 @@ def write_frame(handler, message) -> bool:
         flush_frames(handler)
         try:
             handler.write_message(message, binary=binary)
+        except StreamBufferFullError:
+            _close_behind(handler, conn)
+            return False
         except (StreamClosedError, WebSocketClosedError):
             return False
         return True
     data = message if binary else message.encode()
-    frames = handler.__dict__.get("_frames")
+    frames = getattr(handler, "_frames", None)
     if frames is None:
         handler._frames = frames = []
         asyncio.get_running_loop().call_soon(_flush_next_turn, handler)
@@ -273,7 +276,7 @@ def _flush_next_turn(handler) -> None:
 def flush_frames(handler) -> None:
     """Write the frames gathered for a WebSocket now (before anything that must come
     after them: a compressed frame, the close)."""
-    frames = handler.__dict__.get("_frames")
+    frames = getattr(handler, "_frames", None)
     if frames is None:
         return
     handler._frames = None
@@ -283,11 +286,15 @@ def flush_frames(handler) -> None:
     try:
         conn.stream.write(b"".join(frames))
     except StreamBufferFullError:
-        log.warning("closing a WebSocket from %s: it has not read its last %d bytes",
-                    handler.request.remote_ip, conn.stream.max_write_buffer_size)
-        conn.stream.close()
+        _close_behind(handler, conn)
     except StreamClosedError:
         pass
+
+
+def _close_behind(handler, conn) -> None:
+    log.warning("closing a WebSocket from %s: it has not read its last %d bytes",
+                handler.request.remote_ip, conn.stream.max_write_buffer_size)
+    conn.stream.close()
 
 
 class FrameWriter(tornado_driver.WebSocket):
@@ -415,7 +422,6 @@ class DirectSocket(engineio.async_socket.AsyncSocket):
     async def _read(self, handler) -> None:
         loop = asyncio.get_running_loop()
         quiet = self.server.ping_interval + self.server.ping_timeout
-        self._waiting_since = loop.time()
         self._quiet_timer = loop.call_later(quiet, self._check_quiet, handler, quiet)
         try:
             while True:
