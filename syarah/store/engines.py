@@ -65,6 +65,13 @@ class Engine:
         """An insert of ``columns`` that, on a duplicate of ``keys``, updates ``updates``."""
         raise NotImplementedError
 
+    def add_up_to(self, table: str, keys: tuple[str, ...], column: str) -> str:
+        """One statement that adds to ``column`` of the row at ``keys`` (created
+        holding the amount when missing) unless the sum would pass a limit. Its
+        parameters: the keys, the amount, the limit. It changes one row when it
+        added, none when the limit stood in the way."""
+        raise NotImplementedError
+
 
 class SqliteEngine(Engine):
     name = "sqlite"
@@ -103,6 +110,13 @@ class SqliteEngine(Engine):
         return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
                 f"({', '.join('?' * len(columns))}) "
                 f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}")
+
+    def add_up_to(self, table, keys, column):
+        return (f"INSERT INTO {table} ({', '.join(keys)}, {column}) VALUES "
+                f"({', '.join('?' * (len(keys) + 1))}) "
+                f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
+                f"{column} = {column} + excluded.{column} "
+                f"WHERE {column} + excluded.{column} <= ?")
 
 
 # MySQL error numbers: duplicate key, deadlock, lock wait timeout.
@@ -172,3 +186,12 @@ class MysqlEngine(Engine):
         sets = ", ".join(f"{c} = VALUES({c})" for c in updates)
         return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
                 f"({', '.join('?' * len(columns))}) ON DUPLICATE KEY UPDATE {sets}")
+
+    def add_up_to(self, table, keys, column):
+        # On a duplicate InnoDB takes the row's exclusive lock at once (a plain
+        # INSERT IGNORE takes a shared one, and two of those waiting to update
+        # the row deadlock). Left unchanged, the row counts as none changed.
+        return (f"INSERT INTO {table} ({', '.join(keys)}, {column}) VALUES "
+                f"({', '.join('?' * (len(keys) + 1))}) ON DUPLICATE KEY UPDATE "
+                f"{column} = IF({column} + VALUES({column}) <= ?, "
+                f"{column} + VALUES({column}), {column})")

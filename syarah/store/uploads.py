@@ -79,15 +79,14 @@ class UploadStore:
         """Add ``size`` to what the user uploaded on ``day`` unless that would pass
         ``limit``; False (and nothing added) then. One statement decides, so uploads
         finishing together on several nodes cannot pass the limit between them."""
-        async def q(txn):
-            await txn.execute(self.db.engine.insert_or_ignore(
-                "INSERT INTO upload_bytes (user_id, day, bytes) VALUES (?, ?, 0)"),
-                user_id, day)
-            result = await txn.execute(
-                "UPDATE upload_bytes SET bytes = bytes + ? WHERE user_id = ? AND day = ?"
-                " AND bytes + ? <= ?", size, user_id, day, size, limit)
-            return result.rowcount == 1
-        return await self.db.run(q)
+        if size > limit:
+            return False
+        if size <= 0:
+            return True
+        result = await self.db.execute(
+            self.db.engine.add_up_to("upload_bytes", ("user_id", "day"), "bytes"),
+            user_id, day, size, limit)
+        return result.rowcount >= 1
 
     async def forget_uploaded_bytes_before(self, day: int) -> None:
         await self.db.execute("DELETE FROM upload_bytes WHERE day < ?", day)
