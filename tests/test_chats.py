@@ -2,6 +2,7 @@
 missed-message sync."""
 
 import asyncio
+import random
 import re
 import time
 
@@ -387,9 +388,9 @@ async def test_get_my_chats_entry_of_every_kind(server, clients):
             h["unreadCount"], last.get("message"), last.get("messageType"))
 
 
-async def test_unread_counts_of_more_chats_than_one_statement_counts(store_kind):
-    """The counts go 200 chats a statement: a list of 205 unread chats is counted whole,
-    and getMyChats's list agrees with findAllChatHeaders's summaries."""
+async def test_unread_counts_of_a_long_chat_list_agree_between_the_two_lists(store_kind):
+    """205 chats, each with its own count: getMyChats's list and findAllChatHeaders's
+    summaries give every one of them, the same."""
     url, cleanup = new_database_url(store_kind)
     store = await open_store(url)
     try:
@@ -429,3 +430,150 @@ def test_a_chat_list_entry_is_written_as_its_my_chat():
             Time(entry.creation_ms), online, entry.unread_count, entry.friendship_status))
         direct = MyChat.wire(entry, online)
         assert list(direct.items()) == list(dataclass_wire.items())
+
+
+async def test_unread_counts_kept_on_every_write_agree_with_the_messages(store_kind):
+    """Two nodes of one database: messages from several members at once (batches of
+    many chats and authors), reads, deletions, members leaving and joining, all
+    interleaved. Afterwards every member's unread count is what counting the
+    messages from others after the member's read marker gives, and both chat lists
+    show it."""
+    url, cleanup = new_database_url(store_kind)
+    nodes = [await open_store(url)]
+    nodes.append(await open_store(url, run_migrations=False))
+    rng = random.Random(7)
+    try:
+        now = int(time.time() * 1000)
+        people = [types.User(f"00000000-0000-4000-8000-{i:012d}", f"P{i}") for i in range(6)]
+        await nodes[0].ensure_users([p.id for p in people], now)
+        members: dict[int, set[str]] = {}
+        for a, b in ((0, 1), (0, 2), (1, 2), (3, 4), (0, 5)):
+            chat = await nodes[0].get_or_create_individual_chat(
+                people[a].id, people[b].id, now)
+            members[chat.id] = {people[a].id, people[b].id}
+        groups = []
+        for names in ((0, 1, 2, 3), (2, 4, 5)):
+            group = await nodes[0].create_group(
+                "G", None, people[names[0]].id, [people[n].id for n in names[1:]], now)
+            members[group.id] = {people[n].id for n in names}
+            groups.append(group.id)
+        by_id = {p.id: p for p in people}
+        written: dict[int, list[tuple[int, str]]] = {c: [] for c in members}
+
+        async def send(node, chat_id, author):
+            m = await node.add_message(chat_id, by_id[author], "hi", 0, None, None, now)
+            written[chat_id].append((m.id, author))
+
+        async def delete_own(node, chat_id, author):
+            mine = [i for i, who in written[chat_id] if who == author]
+            if not mine:
+                return
+            ids = rng.sample(mine, min(len(mine), rng.randint(1, 2)))
+            for i in ids:
+                written[chat_id].remove((i, author))
+
+            async def check(found):
+                assert all(found[i] == (chat_id, author) for i in ids)
+            await node.delete_messages(chat_id, ids, check)
+
+        for _ in range(25):
+            work = []
+            for _ in range(12):
+                chat_id = rng.choice(list(members))
+                work.append(send(rng.choice(nodes), chat_id,
+                                 rng.choice(sorted(members[chat_id]))))
+            for _ in range(3):
+                chat_id = rng.choice(list(members))
+                work.append(rng.choice(nodes).mark_read(
+                    chat_id, rng.choice(sorted(members[chat_id]))))
+            chat_id = rng.choice(list(members))
+            work.append(delete_own(rng.choice(nodes), chat_id,
+                                   rng.choice(sorted(members[chat_id]))))
+            group = rng.choice(groups)
+            outside = sorted({p.id for p in people} - members[group])
+            if outside and rng.random() < 0.5:
+                joining = rng.choice(outside)
+                members[group].add(joining)
+                work.append(rng.choice(nodes).add_members(group, [joining], now))
+            rng.shuffle(work)
+            await asyncio.gather(*work)
+            group = rng.choice(groups)
+            if len(members[group]) > 3 and rng.random() < 0.3:
+                # What the one who leaves wrote stays, no longer theirs to delete.
+                leaving = rng.choice(sorted(members[group]))
+                members[group].discard(leaving)
+                written[group] = [w for w in written[group] if w[1] != leaving]
+                assert await nodes[0].remove_member(group, leaving)
+        # The last word: one person reads everything, while the others write on.
+        await asyncio.gather(*(
+            [nodes[1].mark_read(c, people[0].id) for c in members if people[0].id in members[c]]
+            + [send(nodes[0], c, sorted(members[c] - {people[0].id})[0]) for c in members
+               if people[0].id not in members[c]]))
+        found = await nodes[0].db.fetchall(
+            "SELECT cm.chat_header_id, cm.user_id, cm.unread_count,"
+            " (SELECT COUNT(*) FROM messages m WHERE m.chat_header_id = cm.chat_header_id"
+            "  AND m.id > cm.last_read_message_id AND m.user_id <> cm.user_id)"
+            " FROM chat_members cm")
+        assert len(found) == sum(len(m) for m in members.values())
+        assert [r for r in found if r[2] != r[3]] == []
+        assert any(r[2] > 0 for r in found) and any(r[2] == 0 for r in found)
+        kept = {(r[0], r[1]): r[2] for r in found}
+        for person in people:
+            listed = await nodes[1].my_chats(person.id)
+            assert {c.chat_header_id: c.unread_count for c in listed} == {
+                c: kept[(c, person.id)] for c in members
+                if c not in groups and person.id in members[c]}
+            summaries = await nodes[1].chat_summaries(person.id, limit=100)
+            assert {s.chat.id: s.unread_count for s in summaries} == {
+                c: kept[(c, person.id)] for c in members if person.id in members[c]}
+    finally:
+        for node in nodes:
+            await node.close()
+        cleanup()
+
+
+async def test_a_database_from_before_kept_counts_gets_them_from_its_messages(
+        store_kind, monkeypatch):
+    """Migrating a database whose members had no stored unread count: each gets the
+    messages from others after its marker, and the lists show them."""
+    from syarah.store import migrations
+
+    url, cleanup = new_database_url(store_kind)
+    every = migrations.available()
+    version = next(v for v, name, _ in every if name == "v0010_unread_counts")
+    monkeypatch.setattr(migrations, "available", lambda: [m for m in every if m[0] < version])
+    store = await open_store(url)
+    try:
+        now = int(time.time() * 1000)
+        ann, bob, cat = (f"00000000-0000-4000-8000-00000000000{i}" for i in range(3))
+        await store.ensure_users([ann, bob, cat], now)
+        chat = await store.get_or_create_individual_chat(ann, bob, now)
+        group = await store.create_group("G", None, ann, [bob, cat], now)
+        db = store.db
+        ids = []
+        for chat_id, author in ((chat.id, ann), (chat.id, bob), (chat.id, bob),
+                                (group.id, cat), (group.id, ann), (group.id, cat)):
+            result = await db.execute(
+                "INSERT INTO messages (chat_header_id, user_id, message, message_type,"
+                " creation_ms) VALUES (?, ?, 'old', 0, ?)", chat_id, author, now)
+            ids.append(result.lastrowid)
+        for chat_id in (chat.id, group.id):
+            await db.execute("UPDATE chat_headers SET last_message_id = ? WHERE id = ?",
+                             max(ids), chat_id)
+        # Ann had read up to Bob's first message, Cat up to Ann's group message.
+        await db.execute("UPDATE chat_members SET last_read_message_id = ?"
+                         " WHERE chat_header_id = ? AND user_id = ?", ids[1], chat.id, ann)
+        await db.execute("UPDATE chat_members SET last_read_message_id = ?"
+                         " WHERE chat_header_id = ? AND user_id = ?", ids[4], group.id, cat)
+        monkeypatch.setattr(migrations, "available", lambda: every)
+        assert await migrations.migrate(db) == ["v0010_unread_counts"]
+        found = await db.fetchall(
+            "SELECT chat_header_id, user_id, unread_count FROM chat_members")
+        assert {(r[0], r[1]): r[2] for r in found} == {
+            (chat.id, ann): 1, (chat.id, bob): 1,
+            (group.id, ann): 2, (group.id, bob): 3, (group.id, cat): 0}
+        assert [(c.chat_header_id, c.unread_count) for c in await store.my_chats(ann)] == [
+            (chat.id, 1)]
+    finally:
+        await store.close()
+        cleanup()

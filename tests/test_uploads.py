@@ -961,10 +961,15 @@ async def test_upgrading_counts_each_uploads_messages_and_frees_the_forgotten(st
             await db.execute("INSERT INTO uploads (path, user_id, message_type, size,"
                              " creation_ms, used_ms) VALUES (?, ?, 2, 1, 1, 1)",
                              path, ann.id)
-        for path in (paths["A"], paths["A"], paths["B"]):
-            await store.add_message(chat.id, ann, path, 2, None, None, 2)
-        # Bob's text that happens to read like Ann's path counts for nothing.
-        await store.add_message(chat.id, bob, paths["C"], 0, None, None, 2)
+        # The messages as that release stored them (today's writes fill columns
+        # that later migrations add).
+        for author, path, kind in ((ann, paths["A"], 2), (ann, paths["A"], 2),
+                                   (ann, paths["B"], 2),
+                                   # Bob's text that reads like Ann's path counts for nothing.
+                                   (bob, paths["C"], 0)):
+            await db.execute("INSERT INTO messages (chat_header_id, user_id, message,"
+                             " message_type, creation_ms) VALUES (?, ?, ?, ?, 2)",
+                             chat.id, author.id, path, kind)
         assert (await migrate(db))[0] == "v0004_upload_names"
         got = {n: await store.get_upload(p) for n, p in paths.items()}
         assert [(got[n].use_count, got[n].used_ms) for n in "ABC"] == [

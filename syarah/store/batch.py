@@ -12,8 +12,9 @@ deadlocking) and read together with the senders' memberships and each individual
 chat's friendship; whoever may not send is refused on what was read, before anything
 is written; the others are inserted in arrival order with one INSERT that skips a
 clientMessageId already stored (the retry is answered with the first message); each
-upload carried is counted; every chat's header is updated once; the push outbox rows
-are added. Refusals and retries never fail the others in their batch.
+upload carried is counted; the push outbox rows are added; every chat's header and
+its members' unread counts are updated once. Refusals and retries never fail the
+others in their batch.
 
 After the COMMIT each caller's ``after_commit`` runs (the broadcast), in arrival
 order within its chat and after those of the batch before, and
@@ -195,19 +196,45 @@ def _resolve_repeats(outcome: list, repeats: dict[int, int]) -> list:
     return outcome
 
 
+def _unread_update(count: collections.Counter, written: collections.Counter) -> tuple:
+    """The statement that adds the batch's messages to the unread counts of the
+    chats' members: each member gets those of its chat that others wrote."""
+    if len(count) == 1 and len(written) == 1:
+        (chat_id, author), = written
+        return ("UPDATE chat_members SET unread_count = unread_count + ?"
+                " WHERE chat_header_id = ? AND user_id <> ?",
+                (count[chat_id], chat_id, author))
+    ids = sorted(count)
+    args: list = []
+    for chat_id in ids:
+        args += (chat_id, count[chat_id])
+    for (chat_id, author), n in written.items():
+        args += (chat_id, author, n)
+    return ("UPDATE chat_members SET unread_count = unread_count"
+            f" + CASE chat_header_id {' '.join(['WHEN ? THEN ?'] * len(ids))} END"
+            " - CASE"
+            f" {' '.join(['WHEN chat_header_id = ? AND user_id = ? THEN ?'] * len(written))}"
+            f" ELSE 0 END WHERE chat_header_id IN ({rows.in_list(ids)})",
+            (*args, *ids))
+
+
 async def _update_headers(txn, messages: list[types.Message]) -> None:
-    """One statement for every chat of the batch: its last message and its count."""
+    """One statement for every chat of the batch: its last message and its count;
+    one more for its members' unread counts."""
     last: dict[int, types.Message] = {}
     count: collections.Counter = collections.Counter()
+    written: collections.Counter = collections.Counter()
     for m in messages:
         last[m.chat_header_id] = m
         count[m.chat_header_id] += 1
+        written[(m.chat_header_id, m.user_id)] += 1
+    unread = (_unread_update(count, written),)
     if len(last) == 1:
         (chat_id, m), = last.items()
         await txn.execute_last(
             "UPDATE chat_headers SET last_message_id = ?, last_message_ms = ?,"
             " activity_ms = ?, message_count = message_count + ? WHERE id = ?",
-            m.id, m.creation_ms, m.creation_ms, count[chat_id], chat_id)
+            m.id, m.creation_ms, m.creation_ms, count[chat_id], chat_id, before=unread)
         return
     ids = sorted(last)
     cases = " ".join(["WHEN ? THEN ?"] * len(ids))
@@ -221,7 +248,7 @@ async def _update_headers(txn, messages: list[types.Message]) -> None:
         f"UPDATE chat_headers SET last_message_id = CASE id {cases} END,"
         f" last_message_ms = CASE id {cases} END, activity_ms = CASE id {cases} END,"
         f" message_count = message_count + CASE id {cases} END"
-        f" WHERE id IN ({rows.in_list(ids)})", *args, *ids)
+        f" WHERE id IN ({rows.in_list(ids)})", *args, *ids, before=unread)
 
 
 class MessageBatcher:

@@ -7,9 +7,23 @@ from syarah.store import rows
 from syarah.store.rows import CHAT_COLUMNS, CHAT_WIDTH, MESSAGE_COLUMNS, MESSAGE_WIDTH
 
 
-# SQLite refuses expressions nested deeper than 1,000: 200 ORed ranges stay clear of
-# that, and a chat-list page is at most 200 chats anyway.
-UNREAD_CHATS_PER_QUERY = 200
+# A member's unread count from the messages themselves, for members who arrive in a
+# chat that already has messages (a group member's marker starts at 0).
+_RECOUNT_UNREAD = (
+    "UPDATE chat_members SET unread_count = (SELECT COUNT(*) FROM messages m"
+    " WHERE m.chat_header_id = chat_members.chat_header_id"
+    " AND m.id > chat_members.last_read_message_id"
+    " AND m.user_id <> chat_members.user_id)"
+    " WHERE chat_header_id = ? AND user_id IN ({})")
+
+
+async def recount_unread(txn, chat_id: int, user_ids: list[str]) -> None:
+    """Set the unread counts of ``user_ids`` in ``chat_id`` from its messages. The
+    caller holds the chat's row lock, so no message of the chat is added or removed
+    meanwhile."""
+    if user_ids:
+        await txn.execute(_RECOUNT_UNREAD.format(rows.in_list(user_ids)),
+                          chat_id, *user_ids)
 
 
 def pair(a: str, b: str) -> tuple[str, str]:
@@ -54,9 +68,19 @@ class ChatStore:
                 f"SELECT {CHAT_COLUMNS} FROM chat_headers ch"
                 " WHERE ch.user_low = ? AND ch.user_high = ?", low, high)
             chat = rows.chat(row)
-            await txn.executemany(engine.insert_or_ignore(
-                "INSERT INTO chat_members (chat_header_id, user_id, joined_ms)"
-                " VALUES (?, ?, ?)"), [(chat.id, low, now_ms), (chat.id, high, now_ms)])
+            added = []
+            for user_id in (low, high):
+                result = await txn.execute(engine.insert_or_ignore(
+                    "INSERT INTO chat_members (chat_header_id, user_id, joined_ms)"
+                    " VALUES (?, ?, ?)"), chat.id, user_id, now_ms)
+                if result.rowcount == 1:
+                    added.append(user_id)
+            if added and chat.last_message_id is not None:
+                # A member back in a chat that has messages: count them, under the
+                # chat's lock as every writer of its messages takes it.
+                await txn.fetchall("SELECT id FROM chat_headers WHERE id = ?"
+                                   + engine.for_update, chat.id)
+                await recount_unread(txn, chat.id, added)
             return chat
 
         return await self.db.run(txn_fn)
@@ -85,6 +109,11 @@ class ChatStore:
         async def txn_fn(txn):
             if not user_ids:
                 return []
+            # The chat's lock first, as the writers of its messages take it: the new
+            # members' unread counts are of the messages stored when it is held.
+            locked = await txn.fetchall(
+                "SELECT last_message_id FROM chat_headers WHERE id = ?"
+                + txn.engine.for_update, chat_id)
             present = await txn.fetchall(
                 "SELECT user_id FROM chat_members WHERE chat_header_id = ?"
                 f" AND user_id IN ({rows.in_list(user_ids)})", chat_id, *user_ids)
@@ -94,6 +123,8 @@ class ChatStore:
                 await txn.executemany(
                     "INSERT INTO chat_members (chat_header_id, user_id, joined_ms)"
                     " VALUES (?, ?, ?)", [(chat_id, u, now_ms) for u in new])
+                if locked and locked[0][0] is not None:
+                    await recount_unread(txn, chat_id, new)
             return new
 
         return await self.db.run(txn_fn)
@@ -126,15 +157,10 @@ class ChatStore:
     async def chat_summaries(self, user_id: str, *, skip: int = 0, limit: int = 50,
                              chat_id: int | None = None) -> list[types.ChatSummary]:
         """A user's chats, most recent activity first, each with its last message,
-        the other user (individual chats), the friendship status and the unread count.
-        One transaction: the list, then the unread counts (one statement per 200
-        chats with something unread)."""
-        return await self.db.run(self._chat_summaries, user_id, skip, limit, chat_id)
-
-    async def _chat_summaries(self, txn, user_id, skip, limit, chat_id):
-        found = await txn.fetchall(
+        the other user (individual chats), the friendship status and the unread count."""
+        found = await self.db.fetchall(
             f"SELECT {CHAT_COLUMNS}, {MESSAGE_COLUMNS},"
-            " ou.id, ou.name, ou.avatar, f.status, cm.last_read_message_id"
+            " ou.id, ou.name, ou.avatar, f.status, cm.unread_count"
             " FROM chat_members cm"
             " JOIN chat_headers ch ON ch.id = cm.chat_header_id"
             " LEFT JOIN messages m ON m.id = ch.last_message_id"
@@ -145,43 +171,22 @@ class ChatStore:
             " WHERE cm.user_id = ? AND (? = 0 OR ch.id = ?)"
             " ORDER BY ch.activity_ms DESC, ch.id DESC LIMIT ? OFFSET ?",
             user_id, chat_id or 0, chat_id or 0, limit, skip)
-        summaries = []
-        last_read = {}
-        for r in found:
-            base = CHAT_WIDTH + MESSAGE_WIDTH
-            last_read[r[0]] = r[base + 4]
-            summaries.append(types.ChatSummary(
-                chat=rows.chat(r[:CHAT_WIDTH]),
-                last_message=rows.message(r[CHAT_WIDTH:base]),
-                unread_count=0,
-                other_user=rows.user(r[base:base + 3]),
-                friendship_status=r[base + 3]))
-        # A chat whose last message the member has read has nothing unread: only the
-        # others are counted.
-        unread_possible = {s.chat.id: last_read[s.chat.id] for s in summaries
-                           if (s.chat.last_message_id or 0) > last_read[s.chat.id]}
-        if unread_possible:
-            counts = await self.unread_counts(txn, user_id, unread_possible)
-            for s in summaries:
-                s.unread_count = counts.get(s.chat.id, 0)
-        return summaries
+        base = CHAT_WIDTH + MESSAGE_WIDTH
+        return [types.ChatSummary(
+            chat=rows.chat(r[:CHAT_WIDTH]),
+            last_message=rows.message(r[CHAT_WIDTH:base]),
+            unread_count=r[base + 4],
+            other_user=rows.user(r[base:base + 3]),
+            friendship_status=r[base + 3]) for r in found]
 
     async def my_chats(self, user_id: str, limit: int = 10_000) -> list[types.MyChatEntry]:
         """A user's individual chats as getMyChats lists them, most recent activity
-        first. Only the columns that list shows are read (a user with 1,000 chats reads
-        1,000 rows, and each column of each row is decoded in Python by the MariaDB
-        driver); the unread counts are one more statement per 200 unread chats, in
-        the same transaction (on MariaDB a transaction of one statement costs a
-        COMMIT round trip of its own)."""
-        return await self.db.run(self._my_chats, user_id, limit)
-
-    async def _my_chats(self, txn, user_id, limit):
-        found = await txn.fetchall(
+        first. Only the columns that list shows are read: a user with 1,000 chats
+        reads 1,000 rows, and each column of each row is decoded in Python by the
+        MariaDB driver."""
+        found = await self.db.fetchall(
             "SELECT ch.id, ch.creation_ms, ch.last_message_ms, m.message, m.message_type,"
-            " ou.id, ou.name, ou.avatar, f.status,"
-            # the read marker, where there may be something unread after it
-            " CASE WHEN ch.last_message_id > cm.last_read_message_id"
-            "  THEN cm.last_read_message_id END"
+            " ou.id, ou.name, ou.avatar, f.status, cm.unread_count"
             " FROM chat_members cm"
             " JOIN chat_headers ch ON ch.id = cm.chat_header_id"
             " LEFT JOIN messages m ON m.id = ch.last_message_id"
@@ -190,11 +195,9 @@ class ChatStore:
             " LEFT JOIN friendships f ON f.user_id = cm.user_id AND f.other_user_id = ou.id"
             " WHERE cm.user_id = ? AND ch.is_group = 0"
             " ORDER BY ch.activity_ms DESC, ch.id DESC LIMIT ?", user_id, limit)
-        unread_possible = {r[0]: r[9] for r in found if r[9] is not None}
-        counts = await self.unread_counts(txn, user_id, unread_possible)
         entry = types.MyChatEntry
         return [entry(r[0], r[1], r[2], r[3], r[4], r[5],
-                      None if r[5] is None else r[6] or "", r[7], r[8], counts.get(r[0], 0))
+                      None if r[5] is None else r[6] or "", r[7], r[8], r[9])
                 for r in found]
 
     async def chat_summary(self, chat_id: int, user_id: str) -> types.ChatSummary:
@@ -202,29 +205,6 @@ class ChatStore:
         if not found:
             raise NotFound("That chat does not exist.")
         return found[0]
-
-    @staticmethod
-    async def unread_counts(txn, user_id: str, last_read: dict[int, int]) -> dict[int, int]:
-        """Messages from others after the member's read marker, per chat.
-
-        The markers go in as constants, one (chat_header_id, id) range per chat, in
-        one statement: with the marker only known through a join, MariaDB walks every
-        index entry of each chat (a 500k-message chat: 75 ms) instead of the range
-        after the marker. The index is named: left to choose, MariaDB's optimizer
-        weighs each of the 200 ranges against every index of the table, 7 ms a
-        statement before it reads a row, against 0.7 ms."""
-        counts: dict[int, int] = {}
-        items = list(last_read.items())
-        index = txn.engine.use_index("ix_messages_chat")
-        for start in range(0, len(items), UNREAD_CHATS_PER_QUERY):
-            chunk = items[start:start + UNREAD_CHATS_PER_QUERY]
-            ranges = " OR ".join("(chat_header_id = ? AND id > ?)" for _ in chunk)
-            found = await txn.fetchall(
-                f"SELECT chat_header_id, COUNT(*) FROM messages{index} WHERE ({ranges})"
-                " AND user_id <> ? GROUP BY chat_header_id",
-                *[v for pair in chunk for v in pair], user_id)
-            counts.update((chat_id, n) for chat_id, n in found if n)
-        return counts
 
     async def presence_audience(self, user_id: str) -> set[str]:
         """Who sees ``user_id`` come and go: accepted friends, and the partners of a

@@ -112,9 +112,12 @@ class Transaction:
     # Set once the transaction's COMMIT went out with its last statement.
     committed = False
 
-    async def execute_last(self, sql: str, *args) -> None:
-        """The transaction's last statement: where the engine allows, it goes out
-        with the COMMIT, one round trip for both. Nothing may follow it."""
+    async def execute_last(self, sql: str, *args, before: tuple = ()) -> None:
+        """The transaction's last statement, after the ``(sql, args)`` statements of
+        ``before``: where the engine allows, they all go out with the COMMIT, one
+        round trip. Nothing may follow them."""
+        for first, first_args in before:
+            await self.execute(first, *first_args)
         await self.execute(sql, *args)
 
 
@@ -512,12 +515,14 @@ class _MysqlTxn(Transaction):
         await cur.execute(self.engine.convert(sql), args)
         return list(await cur.fetchall())
 
-    async def execute_last(self, sql, *args):
+    async def execute_last(self, sql, *args, before=()):
         if not self.one_trip_commit:
-            return await self.execute(sql, *args)
+            return await super().execute_last(sql, *args, before=before)
         # aiomysql's connections accept several statements in one query.
         cur = self._cursor
-        await cur.execute(self.engine.convert(sql) + "; COMMIT", args)
+        text = "; ".join([first for first, _ in before] + [sql, "COMMIT"])
+        params = [v for _, first_args in before for v in first_args] + list(args)
+        await cur.execute(self.engine.convert(text), params)
         while await cur.nextset():
             pass
         self.committed = True

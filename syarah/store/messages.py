@@ -142,6 +142,15 @@ class MessageStore:
                 int(MessageType.TEXT), *ids)
             by_id = {r[0]: r for r in found}
             await check({i: (r[1], r[2]) for i, r in by_id.items()})
+            # Those of them a member had not read, and did not write, are unread no
+            # more; read while they are still there.
+            await txn.execute(
+                "UPDATE chat_members SET unread_count = unread_count - (SELECT COUNT(*)"
+                f" FROM messages m WHERE m.id IN ({rows.in_list(ids)})"
+                " AND m.chat_header_id = chat_members.chat_header_id"
+                " AND m.id > chat_members.last_read_message_id"
+                " AND m.user_id <> chat_members.user_id) WHERE chat_header_id = ?",
+                *ids, chat_id)
             # The record that outlives the rows tells clients that held them.
             await sync.record_deletions(txn, ids)
             await txn.execute(
@@ -167,16 +176,19 @@ class MessageStore:
         """Move the member's read marker to the chat's last message (never back).
         Refused ``not_member`` when the user is not a member of the chat."""
         async def txn_fn(txn):
+            # Locked, as the writers of the chat's messages lock it: no message
+            # arrives between reading the last one and counting nothing unread.
             row = await txn.fetchone(
-                "SELECT ch.last_message_id, cm.last_read_message_id FROM chat_headers ch"
+                "SELECT ch.last_message_id, cm.last_read_message_id, cm.unread_count"
+                " FROM chat_headers ch"
                 " JOIN chat_members cm ON cm.chat_header_id = ch.id AND cm.user_id = ?"
-                " WHERE ch.id = ?", user_id, chat_id)
+                " WHERE ch.id = ?" + self.db.engine.for_update, user_id, chat_id)
             if row is None:
                 raise Refused("not_member")
             last_read = max(row[0] or 0, row[1] or 0)
-            if last_read != row[1]:
+            if last_read != row[1] or row[2] != 0:
                 await txn.execute(
-                    "UPDATE chat_members SET last_read_message_id = ?"
+                    "UPDATE chat_members SET last_read_message_id = ?, unread_count = 0"
                     " WHERE chat_header_id = ? AND user_id = ?", last_read, chat_id, user_id)
             return last_read
         return await self.db.run(txn_fn)
