@@ -242,6 +242,30 @@ async def pair(server, clients, fake_token: str | None = None):
     return ann, bob, a, chat_id, token
 
 
+async def test_the_badge_counts_what_is_unread_in_all_the_users_chats(
+        push_server, fake, clients):
+    ann, bob, a, chat_id, token = await pair(push_server, clients)
+    await send(a, chat_id, "One")
+    await until(lambda: len(fake.delivered(token)) == 1, what="the first push")
+    cat = User(push_server, "Cat")
+    await register(cat)
+    c = await clients(cat)
+    other = await dm(c, bob)
+    await send(c, other, "Two")
+    await until(lambda: len(fake.delivered(token)) == 2, what="the second push")
+    second = fake.delivered(token)[-1]["message"]
+    assert second["data"]["senderId"] == cat.id
+    assert second["apns"]["payload"]["aps"]["badge"] == 2
+    # Bob reads Ann's chat on another device: the next push counts only what is left.
+    b = await clients(bob)
+    assert "error" not in await b.call("readMessage", {"chatHeaderId": chat_id})
+    await send(c, other, "Three")
+    await until(lambda: len(fake.delivered(token)) == 3, what="the third push")
+    third = fake.delivered(token)[-1]["message"]
+    assert third["apns"]["payload"]["aps"]["badge"] == 2
+    assert third["android"]["notification"]["notification_count"] == 2
+
+
 # Devices
 
 async def test_device_registration_and_removal(push_server, fake, clients):

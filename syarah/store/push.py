@@ -12,9 +12,9 @@ FAILED = 2
 _JOB_SELECT = (
     "SELECT o.id, o.token, o.user_id, o.chat_header_id, o.message_id, o.attempts,"
     " d.platform, d.user_id, ch.is_group, ch.name, cm.last_read_message_id,"
-    " (SELECT COUNT(*) FROM chat_members cu JOIN messages mu"
-    "   ON mu.chat_header_id = cu.chat_header_id AND mu.id > cu.last_read_message_id"
-    "   AND mu.user_id <> cu.user_id WHERE cu.user_id = o.user_id),"
+    # The badge: what the user has unread in all their chats, as the members'
+    # kept counts say.
+    " (SELECT SUM(cu.unread_count) FROM chat_members cu WHERE cu.user_id = o.user_id),"
     f" {MESSAGE_COLUMNS}"
     " FROM push_outbox o"
     " LEFT JOIN push_devices d ON d.token = o.token"
@@ -36,7 +36,7 @@ def _job(r) -> types.PushJob:
         id=r[0], token=r[1], user_id=r[2], chat_header_id=r[3], message_id=r[4],
         attempts=r[5], platform=r[6], device_user_id=r[7],
         chat_is_group=bool(r[8]), chat_name=r[9], last_read_message_id=r[10],
-        unread_count=r[11] or 0, message=rows.message(r[_JOB_WIDTH:]))
+        unread_count=int(r[11] or 0), message=rows.message(r[_JOB_WIDTH:]))
 
 
 class PushStore:
