@@ -75,12 +75,15 @@ class ChatStore:
                     " VALUES (?, ?, ?)"), chat.id, user_id, now_ms)
                 if result.rowcount == 1:
                     added.append(user_id)
-            if added and chat.last_message_id is not None:
-                # A member back in a chat that has messages: count them, under the
-                # chat's lock as every writer of its messages takes it.
-                await txn.fetchall("SELECT id FROM chat_headers WHERE id = ?"
-                                   + engine.for_update, chat.id)
-                await recount_unread(txn, chat.id, added)
+            if added:
+                # A member back in a chat that may have messages: count them, under
+                # the chat's lock as every writer of its messages takes it (a locking
+                # read sees the last message committed before it).
+                locked = await txn.fetchall(
+                    "SELECT last_message_id FROM chat_headers WHERE id = ?"
+                    + engine.for_update, chat.id)
+                if locked[0][0] is not None:
+                    await recount_unread(txn, chat.id, added)
             return chat
 
         return await self.db.run(txn_fn)
