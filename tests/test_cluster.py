@@ -241,7 +241,7 @@ async def test_the_room_channel_manager_across_the_shards(own_cluster, prefix):
         assert await until(settled, 5) is not None
         await test_room_channels.\
             test_emits_leaves_and_disconnects_reach_the_node_that_holds_the_socket(
-                (nodes, None))
+                (nodes, None), across_shards=True)
         # Rooms enough that their channels fall on every shard (all 30 missing one of
         # the three has a chance of 3 in 100,000): each node listens on all three.
         for n in nodes:
