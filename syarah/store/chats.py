@@ -17,15 +17,6 @@ _RECOUNT_UNREAD = (
     " WHERE chat_header_id = ? AND user_id IN ({})")
 
 
-async def recount_unread(txn, chat_id: int, user_ids: list[str]) -> None:
-    """Set the unread counts of ``user_ids`` in ``chat_id`` from its messages. The
-    caller holds the chat's row lock, so no message of the chat is added or removed
-    meanwhile."""
-    if user_ids:
-        await txn.execute(_RECOUNT_UNREAD.format(rows.in_list(user_ids)),
-                          chat_id, *user_ids)
-
-
 def pair(a: str, b: str) -> tuple[str, str]:
     return (a, b) if a < b else (b, a)
 
@@ -68,22 +59,12 @@ class ChatStore:
                 f"SELECT {CHAT_COLUMNS} FROM chat_headers ch"
                 " WHERE ch.user_low = ? AND ch.user_high = ?", low, high)
             chat = rows.chat(row)
-            added = []
-            for user_id in (low, high):
-                result = await txn.execute(engine.insert_or_ignore(
-                    "INSERT INTO chat_members (chat_header_id, user_id, joined_ms)"
-                    " VALUES (?, ?, ?)"), chat.id, user_id, now_ms)
-                if result.rowcount == 1:
-                    added.append(user_id)
-            if added:
-                # A member back in a chat that may have messages: count them, under
-                # the chat's lock as every writer of its messages takes it (a locking
-                # read sees the last message committed before it).
-                locked = await txn.fetchall(
-                    "SELECT last_message_id FROM chat_headers WHERE id = ?"
-                    + engine.for_update, chat.id)
-                if locked[0][0] is not None:
-                    await recount_unread(txn, chat.id, added)
+            # Both rows go in with the chat and no event removes either, so the
+            # chat's messages are counted as they come (a group's member can join
+            # late: add_members counts for them).
+            await txn.executemany(engine.insert_or_ignore(
+                "INSERT INTO chat_members (chat_header_id, user_id, joined_ms)"
+                " VALUES (?, ?, ?)"), [(chat.id, low, now_ms), (chat.id, high, now_ms)])
             return chat
 
         return await self.db.run(txn_fn)
@@ -112,9 +93,10 @@ class ChatStore:
         async def txn_fn(txn):
             if not user_ids:
                 return []
-            # The chat's lock first, as the writers of its messages take it: the new
-            # members' unread counts are of the messages stored when it is held.
-            locked = await txn.fetchall(
+            # The chat's lock first, as every writer of its messages takes it: the new
+            # members' unread counts are of the messages stored when it is held (a
+            # locking read sees the last one committed, not the snapshot).
+            locked = await txn.fetchone(
                 "SELECT last_message_id FROM chat_headers WHERE id = ?"
                 + txn.engine.for_update, chat_id)
             present = await txn.fetchall(
@@ -126,8 +108,9 @@ class ChatStore:
                 await txn.executemany(
                     "INSERT INTO chat_members (chat_header_id, user_id, joined_ms)"
                     " VALUES (?, ?, ?)", [(chat_id, u, now_ms) for u in new])
-                if locked and locked[0][0] is not None:
-                    await recount_unread(txn, chat_id, new)
+                if locked and locked[0] is not None:
+                    await txn.execute(_RECOUNT_UNREAD.format(rows.in_list(new)),
+                                      chat_id, *new)
             return new
 
         return await self.db.run(txn_fn)
